@@ -1,0 +1,164 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { loadConfig, type Config } from '../config.js';
+import { Daemon, prepareDatabase } from '../controller/daemon.js';
+import { createLogger } from '../controller/logger.js';
+import { Metrics } from '../controller/metrics.js';
+import { hasDrift } from '../reconcilers/plan.js';
+import { migrateDown, migrateUp, migrationStatus } from '../store/migrate.js';
+import { openDatabase } from '../store/open.js';
+import { formatPlan } from './format-plan.js';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** Exit codes: 0 ok, 1 error, 2 drift found (`plan`). */
+export const EXIT = { ok: 0, error: 1, drift: 2 } as const;
+
+interface GlobalOptions {
+  config?: string;
+}
+
+function configFrom(command: Command, overrides: Record<string, unknown> = {}): Config {
+  const globals = command.optsWithGlobals<GlobalOptions>();
+  return loadConfig({ ...(globals.config ? { file: globals.config } : {}), overrides });
+}
+
+async function runCommand(opts: { once?: boolean; dryRun?: boolean; force?: boolean }, command: Command): Promise<number> {
+  const config = configFrom(command);
+  const logger = createLogger(config.logLevel);
+  const database = await openDatabase(config, { startEmbedded: true, log: (msg) => logger.info({ component: 'embedded-postgres' }, msg) });
+  const stopping = new AbortController();
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(130);
+    }
+    logger.info({ signal }, 'stopping gracefully (send the signal again to force)');
+    stopping.abort();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  let daemon: Daemon | undefined;
+  try {
+    await prepareDatabase(database, logger, stopping.signal, !opts.once);
+    if (stopping.signal.aborted) return EXIT.ok;
+    daemon = new Daemon({ config, logger, database, dryRun: !!opts.dryRun, force: !!opts.force, http: !opts.once });
+    if (opts.once) {
+      const report = await daemon.sweepOnce();
+      process.stdout.write(formatPlan(report.plan, { applied: report.dryRun ? undefined : report.outcomes }));
+      return report.outcomes.some((o) => o.result === 'error') ? EXIT.error : EXIT.ok;
+    }
+    await daemon.start();
+    await new Promise<void>((resolve) => stopping.signal.addEventListener('abort', () => resolve(), { once: true }));
+    const forced = setTimeout(() => {
+      logger.error('graceful stop took longer than 30s: exiting');
+      process.exit(1);
+    }, 30_000);
+    forced.unref();
+    await daemon.stop();
+    return EXIT.ok;
+  } finally {
+    await daemon?.stop().catch(() => undefined);
+    await database.close();
+  }
+}
+
+async function planCommand(opts: { output: string; force?: boolean }, command: Command): Promise<number> {
+  const config = configFrom(command);
+  const database = await openDatabase(config, { startEmbedded: false });
+  try {
+    const logger = createLogger('silent');
+    const daemon = new Daemon({ config, logger, database, dryRun: true, force: !!opts.force, metrics: new Metrics({ processMetrics: false }) });
+    const plan = await daemon.sweeper.plan();
+    process.stdout.write(opts.output === 'json' ? JSON.stringify(plan, null, 2) + '\n' : formatPlan(plan));
+    return hasDrift(plan) ? EXIT.drift : EXIT.ok;
+  } finally {
+    await database.close();
+  }
+}
+
+async function migrateCommand(direction: string, command: Command): Promise<number> {
+  const config = configFrom(command);
+  const database = await openDatabase(config, { startEmbedded: false });
+  try {
+    if (direction === 'status') {
+      for (const m of await migrationStatus(database.db)) {
+        process.stdout.write(`${m.name}\t${m.executedAt ? `applied ${m.executedAt.toISOString()}` : 'pending'}\n`);
+      }
+      return EXIT.ok;
+    }
+    const results = direction === 'down' ? await migrateDown(database.db) : await migrateUp(database.db);
+    if (results.length === 0) process.stdout.write(direction === 'down' ? 'nothing to revert\n' : 'already up to date\n');
+    for (const r of results) process.stdout.write(`${r.migrationName}\t${r.direction === 'Down' ? 'reverted' : 'applied'}\n`);
+    return EXIT.ok;
+  } finally {
+    await database.close();
+  }
+}
+
+/** Builds the `deployerctl` program; actions resolve to an exit code. */
+export function buildProgram(setExit: (code: number) => void): Command {
+  const program = new Command('deployerctl')
+    .description('Keeps Docker containers in line with the deployments stored in Postgres.')
+    .version(VERSION, '-V, --version-flag', 'print the version')
+    .option('-c, --config <file>', 'config file (default /etc/deployer/config.yaml when present)')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(text.trimEnd().split('\n')[0] + '\n') });
+
+  const wrap =
+    <A extends unknown[]>(fn: (...args: A) => Promise<number>) =>
+    async (...args: A) =>
+      setExit(await fn(...args));
+
+  program
+    .command('run')
+    .description('run the controller daemon (embedded PostgreSQL unless DATABASE_URL is set)')
+    .option('--once', 'run a single sweep and exit')
+    .option('--dry-run', 'plan and log, apply nothing')
+    .option('--force', 'skip the mass-deletion guard')
+    .action(wrap((opts: { once?: boolean; dryRun?: boolean; force?: boolean }, cmd: Command) => runCommand(opts, cmd)));
+
+  program
+    .command('plan')
+    .description('show what the next sweep would do (exit 0: nothing, 2: drift, 1: error)')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .option('--force', 'plan as if the mass-deletion guard were off')
+    .action(wrap((opts: { output: string; force?: boolean }, cmd: Command) => planCommand(opts, cmd)));
+
+  program
+    .command('migrate')
+    .description('apply, revert or list database migrations')
+    .addArgument(new Command().createArgument('[direction]', 'up, down or status').choices(['up', 'down', 'status']).default('up'))
+    .action(wrap((direction: string, _opts: unknown, cmd: Command) => migrateCommand(direction, cmd)));
+
+  program
+    .command('version')
+    .description('print the version')
+    .action(wrap(() => {
+      process.stdout.write(`deployerctl ${VERSION}\n`);
+      return Promise.resolve(EXIT.ok);
+    }));
+
+  return program;
+}
+
+async function main(argv: string[]): Promise<number> {
+  let code: number = EXIT.ok;
+  const program = buildProgram((c) => (code = c));
+  try {
+    await program.parseAsync(argv);
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.error;
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`deployerctl: ${message.split('\n')[0]}\n`);
+    return EXIT.error;
+  }
+}
+
+// Exit explicitly: a stray handle (a socket in a dependency) must not keep a finished command alive.
+process.exit(await main(process.argv));

@@ -1,0 +1,203 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Config } from '../config.js';
+import { DockerRuntime } from '../runtime/docker.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { migrateUp } from '../store/migrate.js';
+import type { OpenDatabase } from '../store/open.js';
+import { Controller, type Reconciler, type Runnable } from './controller.js';
+import { HttpServer } from './http.js';
+import { LeaderElector } from './leader.js';
+import type { Logger } from './logger.js';
+import { Metrics } from './metrics.js';
+import { policyFromConfig, Sweeper, type SweepReport } from './sweep.js';
+
+/** Name of the leader lease row. */
+export const LEADER_LEASE = 'deployer-controller';
+/** The work-queue key of a full sweep. */
+export const SWEEP_KEY = 'sweep';
+
+export interface DaemonOptions {
+  config: Config;
+  logger: Logger;
+  database: OpenDatabase;
+  /** Defaults to Docker at `config.dockerHost`. */
+  runtime?: Runtime;
+  metrics?: Metrics;
+  dryRun?: boolean;
+  force?: boolean;
+  /** Serve HTTP (off for `--once`). */
+  http?: boolean;
+}
+
+/** This instance's identity in leases, `owner` and event rows. */
+export function instanceId(config: Config): string {
+  return `${config.name}/${hostname()}/${process.pid}/${randomBytes(3).toString('hex')}`;
+}
+
+/**
+ * The daemon: leader election, the sweep loop and the HTTP endpoints, started
+ * in that order and stopped in reverse. Runs against an already migrated
+ * database (see {@link prepareDatabase}).
+ */
+export class Daemon implements Runnable {
+  readonly metrics: Metrics;
+  readonly runtime: Runtime;
+  readonly sweeper: Sweeper;
+  readonly elector: LeaderElector | undefined;
+  readonly controller: Controller;
+  readonly http: HttpServer | undefined;
+  readonly instance: string;
+  private lastSweepAt: number | null = null;
+  private startPromise: Promise<void> | undefined;
+  private stopPromise: Promise<void> | undefined;
+  private firstSweep: Promise<void>;
+  private resolveFirstSweep!: () => void;
+
+  constructor(private readonly options: DaemonOptions) {
+    const { config, logger, database } = options;
+    this.instance = instanceId(config);
+    this.metrics = options.metrics ?? new Metrics();
+    this.runtime =
+      options.runtime ??
+      new DockerRuntime({
+        ...(config.dockerHost ? { dockerHost: config.dockerHost } : {}),
+        timeoutMs: config.runtimeTimeout,
+        observe: (op, seconds) => this.metrics.runtimeRequestDuration.observe({ op }, seconds),
+      });
+    this.firstSweep = new Promise((resolve) => (this.resolveFirstSweep = resolve));
+    this.elector = options.dryRun
+      ? undefined
+      : new LeaderElector({
+          db: database.db,
+          lease: LEADER_LEASE,
+          holder: this.instance,
+          ttlMs: config.leaseDuration,
+          logger,
+          metrics: this.metrics,
+          onElected: () => this.controller.enqueue(SWEEP_KEY),
+        });
+    this.sweeper = new Sweeper({
+      store: database.store,
+      runtime: this.runtime,
+      logger,
+      metrics: this.metrics,
+      actor: this.instance,
+      controllerName: config.name,
+      policy: policyFromConfig(config, options.force),
+      fence: () => this.elector?.fence(),
+      mayAct: () => this.elector?.isLeader() ?? false,
+    });
+    const sweepReconciler: Reconciler = {
+      name: 'sweep',
+      reconcile: async (ctx) => {
+        if (this.elector && !this.elector.isLeader()) {
+          ctx.logger.debug('not leader; sweep skipped');
+          return {};
+        }
+        await this.sweeper.sweep({ dryRun: !!options.dryRun, signal: ctx.signal, logger: ctx.logger });
+        this.lastSweepAt = Date.now();
+        this.resolveFirstSweep();
+        return {};
+      },
+    };
+    const reconcileTimeoutMs = Math.max(60_000, config.resync * 4);
+    this.controller = new Controller({
+      logger,
+      metrics: this.metrics,
+      route: () => sweepReconciler,
+      resyncKeys: [SWEEP_KEY],
+      resyncMs: config.resync,
+      reconcileTimeoutMs,
+    });
+    const startedAt = Date.now();
+    this.http = options.http
+      ? new HttpServer(config.metricsAddress, this.metrics, {
+          pingDatabase: () => database.store.ping(),
+          pingRuntime: () => this.runtime.ping(),
+          leader: () => ({ status: this.elector?.isLeader() ? 'leader' : 'follower', holder: this.instance }),
+          lastSweepAgeSeconds: () => (this.lastSweepAt === null ? (Date.now() - startedAt) / 1000 : (Date.now() - this.lastSweepAt) / 1000),
+          loopAlive: () => {
+            const since = this.controller.busySince;
+            return since === null || Date.now() - since < reconcileTimeoutMs + 30_000;
+          },
+          staleAfterSeconds: (config.resync * 3) / 1000,
+        })
+      : undefined;
+  }
+
+  /** Resolves after the first completed sweep (for readiness). */
+  firstSweepDone(): Promise<void> {
+    return this.firstSweep;
+  }
+
+  start(): Promise<void> {
+    this.startPromise ??= (async () => {
+      await this.http?.start();
+      await this.elector?.start();
+      await this.controller.start();
+      this.options.logger.info(
+        { instance: this.instance, database: this.options.database.description, metricsAddress: this.http ? this.options.config.metricsAddress : undefined, dryRun: !!this.options.dryRun },
+        'deployer-controller started',
+      );
+    })();
+    return this.startPromise;
+  }
+
+  stop(): Promise<void> {
+    this.stopPromise ??= (async () => {
+      await this.startPromise?.catch(() => undefined);
+      await this.controller.stop();
+      await this.elector?.stop();
+      await this.http?.stop();
+      this.options.logger.info('deployer-controller stopped');
+    })();
+    return this.stopPromise;
+  }
+
+  /**
+   * One sweep outside the loop (`run --once`): takes the lease for it unless
+   * dry-running, and fails when another instance leads.
+   */
+  async sweepOnce(): Promise<SweepReport> {
+    if (this.elector && !(await this.elector.tryAcquire())) {
+      throw new Error('another deployer-controller instance holds the leader lease; not sweeping');
+    }
+    try {
+      return await this.sweeper.sweep({ dryRun: !!this.options.dryRun });
+    } finally {
+      await this.elector?.stop();
+    }
+  }
+}
+
+/**
+ * Waits for the database to answer, then applies the shipped migrations.
+ * Retries with backoff until `signal` aborts: a database that is down at
+ * start delays the daemon instead of killing it.
+ */
+export async function prepareDatabase(database: OpenDatabase, logger: Logger, signal?: AbortSignal, retry = true): Promise<void> {
+  let delay = 500;
+  for (;;) {
+    try {
+      const results = await migrateUp(database.db);
+      for (const r of results) logger.info({ migration: r.migrationName, status: r.status }, 'migration applied');
+      return;
+    } catch (err) {
+      if (!retry || signal?.aborted || !isConnectionError(err)) throw err;
+      logger.warn({ err, retryInMs: delay }, 'database not ready; retrying');
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 10_000);
+    }
+  }
+}
+
+/** Errors that mean "the database is not reachable (yet)", as opposed to a broken migration. */
+function isConnectionError(err: unknown): boolean {
+  for (let e: unknown = err; e; e = (e as { cause?: unknown }).cause) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && (/^E[A-Z]+$/.test(code) || code.startsWith('08') || code === '57P03')) return true;
+    if (e instanceof Error && /Connection terminated|timeout exceeded when trying to connect/i.test(e.message)) return true;
+  }
+  return false;
+}

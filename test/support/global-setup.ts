@@ -1,0 +1,37 @@
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/store/embedded.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** URL of a Postgres where tests may create and drop databases. */
+    pgAdminUrl: string;
+  }
+}
+
+let server: EmbeddedPostgres | undefined;
+let dir: string | undefined;
+
+/**
+ * One real PostgreSQL for the whole run: `DATABASE_URL` when given, otherwise
+ * an embedded server in a temporary directory. Each test file makes its own
+ * database in it (see `postgres.ts`).
+ */
+export async function setup(project: TestProject): Promise<void> {
+  let url = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
+  if (!url) {
+    dir = mkdtempSync(join(tmpdir(), 'deployer-pg-'));
+    // As root, PostgreSQL runs as the postgres user, which must reach its data directory.
+    chmodSync(dir, 0o755);
+    server = await startEmbeddedPostgres(dir);
+    url = server.url.replace(/\/[^/]*$/, '/postgres');
+  }
+  project.provide('pgAdminUrl', url);
+}
+
+export async function teardown(): Promise<void> {
+  await server?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+}
