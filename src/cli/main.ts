@@ -105,9 +105,11 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description('Keeps Docker containers in line with the deployments stored in Postgres.')
     .version(VERSION, '-V, --version-flag', 'print the version')
     .option('-c, --config <file>', 'config file (default /etc/deployer/config.yaml when present)')
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ outputError: (text, write) => write(text.trimEnd().split('\n')[0] + '\n') });
+    // Usage errors follow the CLI's rule too: one line on stderr, the hint on the same line.
+    .configureOutput({
+      outputError: (text, write) => write(`deployerctl: ${(text.trim().split('\n')[0] ?? '').replace(/^error: /, '')} (run with --help for usage)\n`),
+    });
 
   const wrap =
     <A extends unknown[]>(fn: (...args: A) => Promise<number>) =>

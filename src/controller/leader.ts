@@ -74,10 +74,14 @@ export class LeaderElector implements Runnable {
     await this.renewing;
   }
 
+  /**
+   * Stops renewing and gives the lease up. Also releases a lease taken with
+   * {@link tryAcquire} alone (`run --once`), which was never started.
+   */
   async stop(): Promise<void> {
-    if (!this.started) return;
     this.started = false;
     clearInterval(this.timer);
+    this.timer = undefined;
     await this.renewing;
     if (this.held) {
       await releaseLease(this.options.db, this.options.lease, this.options.holder).catch(() => undefined);

@@ -222,7 +222,9 @@ export async function startEmbeddedPostgres(stateDir: string, log: (msg: string)
       if (exited === undefined) {
         const done = new Promise<void>((resolve) => child.once('exit', () => resolve()));
         child.kill('SIGINT');
-        await Promise.race([done, new Promise((r) => setTimeout(r, 15_000))]);
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([done, new Promise((r) => (timer = setTimeout(r, 15_000)))]);
+        clearTimeout(timer);
         if (exited === undefined) child.kill('SIGKILL');
       }
       writeConnection(stateDir, { ...connection, pid: null });

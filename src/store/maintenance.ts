@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import type { Database } from './schema.js';
-import type { Fence } from './store.js';
+import { fenceHolds, type Fence } from './store.js';
 
 /**
  * Deletes `deployment_events` older than `retentionMs` (by the database's
@@ -8,12 +8,7 @@ import type { Fence } from './store.js';
  */
 export async function pruneEvents(db: Kysely<Database>, retentionMs: number, fence?: Fence): Promise<number> {
   let query = db.deleteFrom('deployment_events').where('at', '<', sql<Date>`now() - ${`${Math.round(retentionMs)} milliseconds`}::interval`);
-  if (fence) {
-    query = query.where(
-      sql<boolean>`EXISTS (SELECT 1 FROM leases WHERE name = ${fence.lease} AND holder = ${fence.holder}
-        AND epoch = ${fence.epoch} AND expires_at > now())`,
-    );
-  }
+  if (fence) query = query.where(fenceHolds(fence));
   const result = await query.executeTakeFirst();
   return Number(result.numDeletedRows);
 }
