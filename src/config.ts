@@ -3,7 +3,7 @@ import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
-import { InputError, locate, parseYamlDocuments, toPlain, type SourceDocument } from './yaml-source.js';
+import { InputError, locate, locateKey, parseYamlDocuments, toPlain, type SourceDocument } from './yaml-source.js';
 
 /** The config file used when `--config` is not given, if it exists. */
 export const DEFAULT_CONFIG_FILE = '/etc/deployer/config.yaml';
@@ -17,10 +17,27 @@ const duration = z.string().transform((text, ctx) => {
   }
 });
 
-const count = z.coerce.number().int('expected a whole number').min(0, 'expected a number >= 0');
-const positive = z.coerce.number().int('expected a whole number').min(1, 'expected a number >= 1');
-const fraction = z.coerce.number().gt(0, 'expected a number > 0').max(1, 'expected a number <= 1');
-const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
+/** Longest delay a Node timer holds (2^31-1 ms, about 24.8 days), rounded down to whole days. */
+const MAX_TIMER_MS = parseDuration('24d');
+
+/** A duration that drives a timer: more than zero (0 would spin) and within what a Node timer can hold. */
+const timer = duration
+  .refine((ms) => ms > 0, 'expected a duration > 0')
+  .refine((ms) => ms <= MAX_TIMER_MS, 'expected a duration of at most 24d');
+
+/**
+ * A number as YAML writes it, or as decimal text (the environment). Not
+ * `z.coerce`: that would read an empty value (`null`), `true` or `[]` as 0 or 1.
+ */
+const numeric = (schema: z.ZodNumber) =>
+  z.preprocess((value) => (typeof value === 'string' && /^\s*[-+]?\d+(?:\.\d+)?\s*$/.test(value) ? Number(value) : value), schema);
+const number = () => z.number({ error: 'expected a number' });
+const count = numeric(number().int('expected a whole number').min(0, 'expected a number >= 0'));
+const positive = numeric(number().int('expected a whole number').min(1, 'expected a number >= 1'));
+const fraction = numeric(number().gt(0, 'expected a number > 0').max(1, 'expected a number <= 1'));
+const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')], {
+  error: 'expected true or false',
+});
 const address = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:9797');
@@ -39,7 +56,7 @@ const configSchema = z
     dockerHost: z.string().min(1).optional(),
     /** Where the embedded Postgres keeps its data and connection file. */
     stateDir: z.string().min(1).default(defaultStateDir()),
-    resync: duration.default(parseDuration('30s')),
+    resync: timer.default(parseDuration('30s')),
     heartbeatTimeout: duration.default(parseDuration('60s')),
     stuckTimeout: duration.default(parseDuration('6h')),
     orphanGrace: duration.default(parseDuration('2m')),
@@ -54,9 +71,9 @@ const configSchema = z
     /** Skip the mass-deletion guard (same as `--force`). */
     allowMassDeletion: bool.default(false),
     /** How long a leadership lease lasts without renewal. */
-    leaseDuration: duration.default(parseDuration('15s')),
+    leaseDuration: timer.default(parseDuration('15s')),
     /** Timeout of one call to the container runtime. */
-    runtimeTimeout: duration.default(parseDuration('30s')),
+    runtimeTimeout: timer.default(parseDuration('30s')),
     metricsAddress: address.default('127.0.0.1:9797'),
     maintenanceSchedule: z.string().min(1).default('*/30 * * * *'),
     eventRetention: duration.default(parseDuration('30d')),
@@ -132,8 +149,13 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     const issue = result.error.issues[0]!;
     const keys = issue.code === 'unrecognized_keys' ? issue.keys : [];
     const key = String(issue.path[0] ?? keys[0] ?? '');
-    const where =
-      fromEnv.has(key) ? `environment ${envName(key)}` : source && key in fromFile ? locate(source, issue.path.length ? issue.path : [key]) : 'config';
+    const where = fromEnv.has(key)
+      ? `environment ${envName(key)}`
+      : source && key in fromFile
+        ? issue.code === 'unrecognized_keys'
+          ? locateKey(source, key)
+          : locate(source, issue.path.length ? issue.path : [key])
+        : 'config';
     const message = issue.code === 'unrecognized_keys' ? `unknown key ${keys.map((k) => JSON.stringify(k)).join(', ')}` : issue.message;
     throw new InputError(`${where} ${key}: ${message}`);
   }

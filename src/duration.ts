@@ -17,7 +17,10 @@ export function parseDuration(text: string): number {
   for (const match of trimmed.matchAll(PART)) {
     total += Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
   }
-  return Math.round(total);
+  const ms = Math.round(total);
+  // Absurd digit strings overflow to Infinity (or lose precision): refuse them rather than return a non-duration.
+  if (!Number.isSafeInteger(ms)) throw new Error(`duration ${JSON.stringify(text)} is too large`);
+  return ms;
 }
 
 /**
@@ -25,11 +28,12 @@ export function parseDuration(text: string): number {
  * `6h0m`, `12m5s`, `42s`, `250ms`.
  */
 export function formatDuration(ms: number): string {
-  const negative = ms < 0;
-  const abs = Math.abs(ms);
+  // Round to whole milliseconds first, so 999.6 reads 1s rather than 1000ms, and -0.2 reads 0ms.
+  const abs = Math.round(Math.abs(ms));
+  const negative = ms < 0 && abs > 0;
   let text: string;
   if (abs < 1_000) {
-    text = `${Math.round(abs)}ms`;
+    text = `${abs}ms`;
   } else if (abs < 60_000) {
     text = `${Math.floor(abs / 1_000)}s`;
   } else if (abs < 3_600_000) {

@@ -1,4 +1,4 @@
-import { isNode, LineCounter, parseAllDocuments, type Document } from 'yaml';
+import { isMap, isNode, isScalar, LineCounter, parseAllDocuments, type Document } from 'yaml';
 
 /** A YAML document parsed with positions, so errors can name file:line:column. */
 export interface SourceDocument {
@@ -59,6 +59,20 @@ export function locate(source: SourceDocument, path: readonly PropertyKey[]): st
     }
   }
   return source.file;
+}
+
+/** `file:line:column` of a top-level mapping key itself (for "unknown key" errors), else of the document. */
+export function locateKey(source: SourceDocument, key: string): string {
+  const contents = source.doc.contents;
+  if (isMap(contents)) {
+    for (const pair of contents.items) {
+      if (isScalar(pair.key) && String(pair.key.value) === key && pair.key.range) {
+        const pos = source.lines.linePos(pair.key.range[0]);
+        return `${source.file}:${pos.line}:${pos.col}`;
+      }
+    }
+  }
+  return locate(source, []);
 }
 
 function firstLine(message: string): string {

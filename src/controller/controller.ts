@@ -54,6 +54,13 @@ export interface ControllerOptions {
   onReconciled?: (key: string, error: unknown) => void;
 }
 
+/** Longest delay a Node timer holds; a longer one fires after 1 ms instead (TimeoutOverflowWarning). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function timerDelay(ms: number): number {
+  return Math.min(Math.max(ms, 1), MAX_TIMER_MS);
+}
+
 /**
  * The loop that owns the machinery: a deduplicating work queue, one reconcile
  * at a time, requeue with jittered backoff, per-reconcile timeout, the
@@ -85,7 +92,7 @@ export class Controller implements Runnable {
       const timer = setTimeout(() => {
         this.timers.delete(key);
         this.enqueue(key);
-      }, delayMs);
+      }, timerDelay(delayMs));
       timer.unref();
       this.timers.set(key, timer);
       return;
@@ -102,7 +109,7 @@ export class Controller implements Runnable {
       for (const key of this.options.resyncKeys) this.enqueue(key);
     };
     resync();
-    this.resyncTimer = setInterval(resync, this.options.resyncMs);
+    this.resyncTimer = setInterval(resync, timerDelay(this.options.resyncMs));
     this.running = this.work();
     return Promise.resolve();
   }
@@ -140,12 +147,17 @@ export class Controller implements Runnable {
     const abort = new AbortController();
     this.inflight = abort;
     this.inflightSince = Date.now();
-    const timeout = setTimeout(() => abort.abort(new Error(`reconcile timed out after ${this.options.reconcileTimeoutMs}ms`)), this.options.reconcileTimeoutMs);
+    const timeout = setTimeout(
+      () => abort.abort(new Error(`reconcile timed out after ${this.options.reconcileTimeoutMs}ms`)),
+      timerDelay(this.options.reconcileTimeoutMs),
+    );
     const end = this.options.metrics.reconcileDuration.startTimer({ reconciler: reconciler.name });
     let error: unknown;
+    // The promise constructor turns a synchronous throw into a rejection.
+    const reconciling = new Promise<Result>((resolve) => resolve(reconciler.reconcile({ logger, signal: abort.signal }, key)));
     try {
       const result = await Promise.race([
-        reconciler.reconcile({ logger, signal: abort.signal }, key),
+        reconciling,
         new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(abort.signal.reason as Error), { once: true })),
       ]);
       this.failures.delete(key);
@@ -168,6 +180,10 @@ export class Controller implements Runnable {
       }
     } finally {
       clearTimeout(timeout);
+      // A timeout or stop settles the race at once, but a reconcile that ignores its
+      // signal is still running: wait for it, so that reconciles never overlap and
+      // stop() returns only when nothing runs (busySince stays set for liveness).
+      await reconciling.catch(() => undefined);
       end();
       this.inflight = undefined;
       this.inflightSince = null;
