@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
+import cron from 'node-cron';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { InputError, locate, locateKey, parseYamlDocuments, toPlain, type SourceDocument } from './yaml-source.js';
@@ -35,6 +36,21 @@ const number = () => z.number({ error: 'expected a number' });
 const count = numeric(number().int('expected a whole number').min(0, 'expected a number >= 0'));
 const positive = numeric(number().int('expected a whole number').min(1, 'expected a number >= 1'));
 const fraction = numeric(number().gt(0, 'expected a number > 0').max(1, 'expected a number <= 1'));
+/** An argument list: a YAML list, or a JSON array in the environment. */
+const argv = z.union([
+  z.array(z.string().min(1)).min(1, 'expected at least the command'),
+  z.string().transform((text, ctx) => {
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (Array.isArray(parsed) && parsed.length > 0 && parsed.every((a) => typeof a === 'string' && a.length > 0)) return parsed as string[];
+    } catch {
+      // fall through to the issue below
+    }
+    ctx.addIssue({ code: 'custom', message: 'expected an argument list, e.g. ["/usr/local/bin/switch-routes", "--now"]' });
+    return z.NEVER;
+  }),
+]);
+
 const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')], {
   error: 'expected true or false',
 });
@@ -75,7 +91,19 @@ const configSchema = z
     /** Timeout of one call to the container runtime. */
     runtimeTimeout: timer.default(parseDuration('30s')),
     metricsAddress: address.default('127.0.0.1:9797'),
-    maintenanceSchedule: z.string().min(1).default('*/30 * * * *'),
+    maintenanceSchedule: z
+      .string()
+      .min(1)
+      .refine((expr) => cron.validate(expr), 'expected a cron expression such as */30 * * * *')
+      .default('*/30 * * * *'),
+    /**
+     * Command run when a revision reaches `activating`, as an argument list
+     * (in the environment: a JSON array), with the deployment as JSON on stdin.
+     */
+    activationHook: argv.optional(),
+    activationHookTimeout: duration.default(parseDuration('30s')),
+    /** Docker network mode of the containers the controller creates; Docker's default when unset. */
+    containerNetwork: z.string().min(1).optional(),
     eventRetention: duration.default(parseDuration('30d')),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   })

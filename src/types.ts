@@ -82,6 +82,8 @@ export interface Deployment {
   version: number;
   createdAt: Date;
   updatedAt: Date;
+  /** `spec.replicas` (default 1), when the reader loaded it (active rows, for self-heal). */
+  replicas?: number;
 }
 
 /** A rollback row (only `in_progress` ones matter to the planners). */
@@ -94,6 +96,9 @@ export interface Rollback {
   status: RollbackStatus;
 }
 
+/** Docker's health status of a container (`none` without a healthcheck). */
+export type Health = 'none' | 'starting' | 'healthy' | 'unhealthy';
+
 /** A labelled container as the runtime reports it. */
 export interface ObservedContainer {
   id: string;
@@ -102,6 +107,16 @@ export interface ObservedContainer {
   /** Docker state: created, running, paused, restarting, removing, exited, dead. */
   state: string;
   createdAt: Date;
+  /** Health as far as the listing tells (from its status text). */
+  health?: Health;
+}
+
+/** A container read with inspect: what the health phase needs. */
+export interface ContainerDetail extends ObservedContainer {
+  health: Health;
+  startedAt: Date | null;
+  exitCode: number | null;
+  restartCount: number;
 }
 
 /** A labelled named volume as the runtime reports it. */

@@ -11,6 +11,10 @@ function target(action: Action): string {
       return `volume ${action.volumeName}`;
     case 'mark_failed':
       return `deployment ${action.deploymentId}`;
+    case 'recreate_replica':
+      return `replica ${action.replica}` + (action.replaceContainerName ? ` (replacing ${action.replaceContainerName})` : '');
+    case 'finish_rollback':
+      return `rollback ${action.rollbackId}`;
   }
 }
 
@@ -19,6 +23,8 @@ const VERB: Record<Action['kind'], string> = {
   stop_container: 'stop',
   remove_volume: 'remove',
   mark_failed: 'fail',
+  recreate_replica: 'recreate',
+  finish_rollback: 'settle',
 };
 
 function table(rows: string[][]): string {

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import { hostname, userInfo } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
+import { pino } from 'pino';
 import { loadConfig, type Config } from '../config.js';
 import { Daemon, prepareDatabase } from '../controller/daemon.js';
 import { createLogger } from '../controller/logger.js';
@@ -8,6 +10,7 @@ import { Metrics } from '../controller/metrics.js';
 import { hasDrift } from '../reconcilers/plan.js';
 import { migrateDown, migrateUp, migrationStatus } from '../store/migrate.js';
 import { openDatabase } from '../store/open.js';
+import { cancelDeployment, rollbackService } from '../store/operations.js';
 import { formatPlan } from './format-plan.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -26,7 +29,8 @@ function configFrom(command: Command, overrides: Record<string, unknown> = {}): 
 
 async function runCommand(opts: { once?: boolean; dryRun?: boolean; force?: boolean }, command: Command): Promise<number> {
   const config = configFrom(command);
-  const logger = createLogger(config.logLevel);
+  // With --once, stdout carries the report: logs go to stderr.
+  const logger = createLogger(config.logLevel, opts.once ? pino.destination({ fd: 2, sync: true }) : undefined);
   const database = await openDatabase(config, { startEmbedded: true, log: (msg) => logger.info({ component: 'embedded-postgres' }, msg) });
   const stopping = new AbortController();
   let signals = 0;
@@ -45,7 +49,15 @@ async function runCommand(opts: { once?: boolean; dryRun?: boolean; force?: bool
   try {
     await prepareDatabase(database, logger, stopping.signal, !opts.once);
     if (stopping.signal.aborted) return EXIT.ok;
-    daemon = new Daemon({ config, logger, database, dryRun: !!opts.dryRun, force: !!opts.force, http: !opts.once });
+    daemon = new Daemon({
+      config,
+      logger,
+      database,
+      dryRun: !!opts.dryRun,
+      force: !!opts.force,
+      http: !opts.once,
+      failpoint: process.env.DEPLOYER_FAILPOINT,
+    });
     if (opts.once) {
       const report = await daemon.sweepOnce();
       process.stdout.write(formatPlan(report.plan, { applied: report.dryRun ? undefined : report.outcomes }));
@@ -75,6 +87,42 @@ async function planCommand(opts: { output: string; force?: boolean }, command: C
     const plan = await daemon.sweeper.plan();
     process.stdout.write(opts.output === 'json' ? JSON.stringify(plan, null, 2) + '\n' : formatPlan(plan));
     return hasDrift(plan) ? EXIT.drift : EXIT.ok;
+  } finally {
+    await database.close();
+  }
+}
+
+/** Who an operator's change is recorded as. */
+function cliActor(): string {
+  return `deployerctl:${userInfo().username}@${hostname()}`;
+}
+
+async function cancelCommand(id: string, command: Command): Promise<number> {
+  const config = configFrom(command);
+  const database = await openDatabase(config, { startEmbedded: false });
+  try {
+    const result = await cancelDeployment(database.db, id, cliActor());
+    process.stdout.write(`deployment ${id} cancelled (was ${result.from})\n`);
+    return EXIT.ok;
+  } finally {
+    await database.close();
+  }
+}
+
+async function rollbackCommand(target: string, opts: { toRevision?: string }, command: Command): Promise<number> {
+  const match = /^([^/\s]+)\/([^/\s]+)$/.exec(target);
+  if (!match) throw new Error(`expected PROJECT/SERVICE, got ${JSON.stringify(target)}`);
+  let toRevision: number | undefined;
+  if (opts.toRevision !== undefined) {
+    toRevision = Number(opts.toRevision);
+    if (!Number.isInteger(toRevision) || toRevision < 1) throw new Error(`--to-revision: expected a revision number >= 1, got ${JSON.stringify(opts.toRevision)}`);
+  }
+  const config = configFrom(command);
+  const database = await openDatabase(config, { startEmbedded: false });
+  try {
+    const result = await rollbackService(database.db, match[1]!, match[2]!, cliActor(), toRevision);
+    process.stdout.write(`${match[1]}/${match[2]}: revision ${result.revision} (${result.id}) created with the spec of revision ${result.fromRevision}, pending\n`);
+    return EXIT.ok;
   } finally {
     await database.close();
   }
@@ -130,6 +178,19 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
     .option('--force', 'plan as if the mass-deletion guard were off')
     .action(wrap((opts: { output: string; force?: boolean }, cmd: Command) => planCommand(opts, cmd)));
+
+  program
+    .command('cancel')
+    .description('cancel a pending or deploying deployment (its containers go on the next sweep)')
+    .argument('<id>', 'deployment id')
+    .action(wrap((id: string, _opts: unknown, cmd: Command) => cancelCommand(id, cmd)));
+
+  program
+    .command('rollback')
+    .description('roll a service back: a new revision with the spec of an earlier one')
+    .argument('<project/service>', 'the service, as PROJECT/SERVICE')
+    .option('--to-revision <n>', 'revision whose spec to use (default: the previously active one)')
+    .action(wrap((target: string, opts: { toRevision?: string }, cmd: Command) => rollbackCommand(target, opts, cmd)));
 
   program
     .command('migrate')

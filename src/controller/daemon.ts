@@ -4,12 +4,18 @@ import type { Config } from '../config.js';
 import { DockerRuntime } from '../runtime/docker.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { migrateUp } from '../store/migrate.js';
+import { DeploymentListener } from '../store/listen.js';
 import type { OpenDatabase } from '../store/open.js';
+import { PgRolloutStore } from '../store/rollouts.js';
+import { CONTROLLER_EXECUTOR, type Deployment } from '../types.js';
+import type { ContainerOptions } from './containers.js';
 import { Controller, type Reconciler, type Runnable } from './controller.js';
 import { HttpServer } from './http.js';
 import { LeaderElector } from './leader.js';
 import type { Logger } from './logger.js';
+import { Maintenance } from './maintenance.js';
 import { Metrics } from './metrics.js';
+import { ROLLOUT_KEY_PREFIX, RolloutReconciler, rolloutKey } from './rollout.js';
 import { policyFromConfig, Sweeper, type SweepReport } from './sweep.js';
 
 /** Name of the leader lease row. */
@@ -28,6 +34,14 @@ export interface DaemonOptions {
   force?: boolean;
   /** Serve HTTP (off for `--once`). */
   http?: boolean;
+  /** Crash-test failpoint (`DEPLOYER_FAILPOINT`): `before:<phase>` or `after:<phase>`. */
+  failpoint?: string | undefined;
+}
+
+/** Does this deployment need the rollout reconciler's attention? */
+export function needsRollout(d: Deployment): boolean {
+  if (d.executor !== CONTROLLER_EXECUTOR) return false;
+  return d.status === 'pending' || d.status === 'deploying' || (d.status === 'active' && d.phase === 'retiring');
 }
 
 /** This instance's identity in leases, `owner` and event rows. */
@@ -46,7 +60,10 @@ export class Daemon implements Runnable {
   readonly sweeper: Sweeper;
   readonly elector: LeaderElector | undefined;
   readonly controller: Controller;
+  readonly rollouts: RolloutReconciler;
   readonly http: HttpServer | undefined;
+  private readonly listener: DeploymentListener | undefined;
+  private readonly maintenance: Maintenance | undefined;
   readonly instance: string;
   private lastSweepAt: number | null = null;
   private startPromise: Promise<void> | undefined;
@@ -77,7 +94,10 @@ export class Daemon implements Runnable {
           metrics: this.metrics,
           onElected: () => this.controller.enqueue(SWEEP_KEY),
         });
+    const containers: ContainerOptions = { controllerName: config.name, networkMode: config.containerNetwork };
+    const rolloutStore = new PgRolloutStore(database.db);
     this.sweeper = new Sweeper({
+      heal: { rollouts: rolloutStore, containers },
       store: database.store,
       runtime: this.runtime,
       logger,
@@ -95,17 +115,56 @@ export class Daemon implements Runnable {
           ctx.logger.debug('not leader; sweep skipped');
           return {};
         }
-        await this.sweeper.sweep({ dryRun: !!options.dryRun, signal: ctx.signal, logger: ctx.logger });
+        const report = await this.sweeper.sweep({ dryRun: !!options.dryRun, signal: ctx.signal, logger: ctx.logger });
         this.lastSweepAt = Date.now();
         this.resolveFirstSweep();
+        if (!options.dryRun) {
+          for (const d of report.snapshot.deployments.values()) if (needsRollout(d)) this.controller.enqueue(rolloutKey(d.id));
+        }
         return {};
       },
     };
+    this.rollouts = new RolloutReconciler({
+      ...containers,
+      store: rolloutStore,
+      events: database.store,
+      runtime: this.runtime,
+      metrics: this.metrics,
+      me: this.instance,
+      heartbeatTimeoutMs: config.heartbeatTimeout,
+      maxAttempts: config.maxAttempts,
+      activationHook: config.activationHook,
+      activationHookTimeoutMs: config.activationHookTimeout,
+      fence: () => this.elector?.fence(),
+      mayAct: () => this.elector?.isLeader() ?? false,
+      requestSweep: () => this.controller.enqueue(SWEEP_KEY),
+      failpoint: options.failpoint,
+    });
+    if (!options.dryRun) {
+      this.listener = new DeploymentListener({
+        connectionString: database.url,
+        onNotice: (notice) => {
+          if (!this.elector?.isLeader()) return;
+          if (notice.status === 'pending' || notice.status === 'deploying' || notice.status === 'active') this.controller.enqueue(rolloutKey(notice.id));
+          else this.controller.enqueue(SWEEP_KEY);
+        },
+        onConnected: () => this.controller.enqueue(SWEEP_KEY),
+        onError: (err, retryInMs) => logger.warn({ err, retryInMs }, 'LISTEN connection lost; reconnecting'),
+      });
+      this.maintenance = new Maintenance({
+        db: database.db,
+        schedule: config.maintenanceSchedule,
+        eventRetentionMs: config.eventRetention,
+        logger,
+        metrics: this.metrics,
+        fence: () => this.elector?.fence(),
+      });
+    }
     const reconcileTimeoutMs = Math.max(60_000, config.resync * 4);
     this.controller = new Controller({
       logger,
       metrics: this.metrics,
-      route: () => sweepReconciler,
+      route: (key) => (key.startsWith(ROLLOUT_KEY_PREFIX) ? this.rollouts : sweepReconciler),
       resyncKeys: [SWEEP_KEY],
       resyncMs: config.resync,
       reconcileTimeoutMs,
@@ -136,6 +195,8 @@ export class Daemon implements Runnable {
       await this.http?.start();
       await this.elector?.start();
       await this.controller.start();
+      await this.listener?.start();
+      await this.maintenance?.start();
       this.options.logger.info(
         { instance: this.instance, database: this.options.database.description, metricsAddress: this.http ? this.options.config.metricsAddress : undefined, dryRun: !!this.options.dryRun },
         'deployer-controller started',
@@ -147,6 +208,8 @@ export class Daemon implements Runnable {
   stop(): Promise<void> {
     this.stopPromise ??= (async () => {
       await this.startPromise?.catch(() => undefined);
+      await this.maintenance?.stop();
+      await this.listener?.stop();
       await this.controller.stop();
       await this.elector?.stop();
       await this.http?.stop();

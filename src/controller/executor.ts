@@ -1,4 +1,7 @@
+import { specOf } from '../reconcilers/rollout.js';
+import type { RolloutStore } from '../store/rollouts.js';
 import { LABELS } from '../types.js';
+import { createReplicas, type ContainerOptions } from './containers.js';
 import type { Action, ActionKind } from '../reconcilers/snapshot.js';
 import { ownership } from '../reconcilers/snapshot.js';
 import { RuntimeError, type Runtime } from '../runtime/runtime.js';
@@ -29,6 +32,8 @@ export interface ExecutorDeps {
   fence: () => Fence | undefined;
   /** Checked before every destructive step: a deposed leader stops at once. */
   mayAct: () => boolean;
+  /** For self-heal: where specs are read, and how containers are made. Without it, recreate actions are skipped. */
+  heal?: { rollouts: RolloutStore; containers: ContainerOptions };
 }
 
 /** Stops the rest of the sweep's work. */
@@ -39,6 +44,8 @@ const SUCCESS_LOG: Record<ActionKind, string> = {
   stop_container: 'stopped retained container',
   remove_volume: 'removed orphan volume',
   mark_failed: 'marked zombie failed',
+  recreate_replica: 'recreated replica',
+  finish_rollback: 'settled rollback',
 };
 
 /**
@@ -89,6 +96,10 @@ function subject(action: Action): Record<string, string> {
       return { volume: action.volumeName };
     case 'mark_failed':
       return {};
+    case 'recreate_replica':
+      return { replica: String(action.replica), ...(action.replaceContainerName ? { container: action.replaceContainerName } : {}) };
+    case 'finish_rollback':
+      return { rollbackId: action.rollbackId, status: action.status };
   }
 }
 
@@ -106,8 +117,50 @@ async function stillCondemned(action: Extract<Action, { cause: string }>, deps: 
   return row.status === action.cause ? undefined : `deployment is now ${row.status}`;
 }
 
+/** Self-heal one replica: re-read the row, replace a dead container, create and start a new one. */
+async function recreate(action: Extract<Action, { kind: 'recreate_replica' }>, deps: ExecutorDeps): Promise<ActionOutcome> {
+  if (!deps.heal) return { action, result: 'skipped', detail: 'self-heal not enabled' };
+  const row = await deps.heal.rollouts.load(action.deploymentId);
+  if (!row || row.status !== 'active' || row.phase !== null) return { action, result: 'skipped', detail: `deployment is now ${row?.status ?? 'gone'}` };
+  const spec = specOf(row);
+  if (typeof spec === 'string') return { action, result: 'skipped', detail: spec };
+  if (action.replaceContainerId) {
+    const old = await deps.runtime.inspectContainer(action.replaceContainerId);
+    if (old) {
+      if (old.labels[LABELS.deploymentId] !== action.deploymentId || ownership(old.labels, deps.controllerName) === 'foreign') {
+        return { action, result: 'skipped', detail: 'container labels no longer match' };
+      }
+      if (old.state === 'running' || old.state === 'restarting') return { action, result: 'skipped', detail: `container is ${old.state} again` };
+      await deps.runtime.removeContainer(old.id);
+    }
+  }
+  const { ids } = await createReplicas(deps.runtime, row, spec, [action.replica], deps.heal.containers);
+  for (const id of ids) await deps.runtime.startContainer(id);
+  await record(deps, { deploymentId: action.deploymentId, type: 'Warning', reason: 'SelfHealed', message: `recreated replica ${action.replica}: ${action.reason}` });
+  return { action, result: 'applied' };
+}
+
 async function apply(action: Action, deps: ExecutorDeps): Promise<ActionOutcome> {
   switch (action.kind) {
+    case 'finish_rollback': {
+      const completed = action.status === 'completed';
+      const ok = await deps.store.finishRollback(
+        action.rollbackId,
+        action.status,
+        action.reason,
+        {
+          deploymentId: action.deploymentId,
+          type: completed ? 'Normal' : 'Warning',
+          reason: completed ? 'RollbackCompleted' : 'RollbackFailed',
+          message: `rollback ${action.rollbackId} ${action.status}: ${action.reason}`,
+          actor: deps.actor,
+        },
+        deps.fence(),
+      );
+      return ok ? { action, result: 'applied' } : { action, result: 'conflict', detail: 'rollback already settled' };
+    }
+    case 'recreate_replica':
+      return recreate(action, deps);
     case 'mark_failed': {
       const ok = await deps.store.transition(
         {

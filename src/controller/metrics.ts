@@ -79,7 +79,7 @@ export class Metrics {
 
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
-    for (const kind of ['orphan', 'zombie'] as const) this.drift.set({ kind }, 0);
+    for (const kind of ['orphan', 'zombie', 'missing', 'interrupted'] as const) this.drift.set({ kind }, 0);
     this.leader.set(0);
   }
 }

@@ -1,8 +1,6 @@
 import type { Config } from '../config.js';
 import { planSweep, type Plan } from '../reconcilers/plan.js';
 import type { Policy, Snapshot } from '../reconcilers/snapshot.js';
-import type { Runtime } from '../runtime/runtime.js';
-import type { Store } from '../store/store.js';
 import { DEPLOYMENT_STATUSES, LABELS } from '../types.js';
 import { executePlan, type ActionOutcome, type ExecutorDeps } from './executor.js';
 import type { Logger } from './logger.js';
@@ -27,6 +25,8 @@ export function policyFromConfig(config: Config, force = false): Policy {
 
 /** What one sweep saw and did. */
 export interface SweepReport {
+  /** What the sweep read (rollouts are discovered from it). */
+  snapshot: Snapshot;
   plan: Plan;
   outcomes: ActionOutcome[];
   dryRun: boolean;
@@ -77,7 +77,8 @@ export class Sweeper {
     const started = performance.now();
     const logger = options.logger ?? this.deps.logger;
     const { metrics } = this.deps;
-    const plan = await this.plan();
+    const snapshot = await this.snapshot();
+    const plan = planSweep(snapshot, this.deps.policy);
     for (const [kind, value] of Object.entries(plan.drift)) metrics.drift.set({ kind }, value);
     if (plan.guard) {
       metrics.guardTrips.inc();
@@ -104,7 +105,7 @@ export class Sweeper {
       { durationMs: Math.round(durationMs), managed: plan.managed, actions: plan.actions.length, deferred: plan.deferred.length, blocked: plan.blocked.length, dryRun: !!options.dryRun },
       'sweep finished',
     );
-    return { plan, outcomes, dryRun: !!options.dryRun, durationMs };
+    return { snapshot, plan, outcomes, dryRun: !!options.dryRun, durationMs };
   }
 }
 

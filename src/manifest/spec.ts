@@ -30,7 +30,8 @@ function wholeNumber(min: number, max = Number.MAX_SAFE_INTEGER) {
 /** Env values are strings; YAML numbers and booleans (`PORT: 8080`) are taken as their text. */
 const envValue = z.union([z.string(), z.number(), z.boolean()]).transform((v) => String(v));
 
-const VOLUME = /^([A-Za-z0-9][A-Za-z0-9_.-]*):(\/[^:]*)(?::(ro|rw))?$/;
+/** `name:/path[:ro]` is a shared project volume; a bare `/path[:ro]` gets a deployment-scoped one. */
+const VOLUME = /^(?:([A-Za-z0-9][A-Za-z0-9_.-]*):)?(\/[^:]*)(?::(ro|rw))?$/;
 const PORT = /^(?:(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):)?(?:\d{1,5}:)?\d{1,5}(?:\/(?:tcp|udp|sctp))?$/;
 const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9_.\-/]*$/;
 
@@ -60,7 +61,7 @@ export const specSchema = z
       .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), envValue)
       .optional(),
     ports: z.array(z.string().regex(PORT, 'expected [ip:][hostPort:]containerPort[/tcp|udp]')).optional(),
-    volumes: z.array(z.string().regex(VOLUME, 'expected name:/path[:ro|rw]')).optional(),
+    volumes: z.array(z.string().regex(VOLUME, 'expected name:/path or /path, with an optional :ro or :rw')).optional(),
     healthcheck: healthcheckSchema.optional(),
     rollout: rolloutSchema.default({ progressDeadline: '10m', minReadySeconds: 0 }),
     labels: z
@@ -80,9 +81,9 @@ export type SpecInput = z.input<typeof specSchema>;
 /** A validated spec with defaults applied. */
 export type Spec = z.output<typeof specSchema>;
 
-/** A parsed volume entry. */
+/** A parsed volume entry: `name` for a shared project volume, undefined for a deployment-scoped one. */
 export interface VolumeMount {
-  name: string;
+  name: string | undefined;
   path: string;
   readOnly: boolean;
 }
@@ -90,7 +91,7 @@ export interface VolumeMount {
 export function parseVolume(entry: string): VolumeMount {
   const m = VOLUME.exec(entry);
   if (!m) throw new Error(`bad volume ${entry}`);
-  return { name: m[1]!, path: m[2]!, readOnly: m[3] === 'ro' };
+  return { name: m[1], path: m[2]!, readOnly: m[3] === 'ro' };
 }
 
 /** An invalid spec, with the dotted path of the first bad field. */

@@ -1,4 +1,7 @@
+import { CONTROLLER_EXECUTOR } from '../types.js';
 import { planOrphans } from './orphans.js';
+import { planRollbacks } from './rollbacks.js';
+import { planSelfHeal } from './selfheal.js';
 import type { Action, Note, Policy, RemoveContainerAction, RemoveVolumeAction, Snapshot } from './snapshot.js';
 import { planZombies } from './zombies.js';
 
@@ -6,6 +9,21 @@ import { planZombies } from './zombies.js';
 export interface Drift {
   orphan: number;
   zombie: number;
+  /** Replicas of active deployments without a live container. */
+  missing: number;
+  /** Controller rollouts whose owner stopped heart-beating (to be resumed). */
+  interrupted: number;
+}
+
+/** Controller rollouts in `deploying` whose heartbeat is older than `heartbeatTimeout`, attempts left. */
+function countInterrupted(snapshot: Snapshot, policy: Policy): number {
+  let n = 0;
+  for (const d of snapshot.deployments.values()) {
+    if (d.status !== 'deploying' || d.executor !== CONTROLLER_EXECUTOR || d.attempts >= policy.maxAttempts) continue;
+    const beat = (d.heartbeatAt ?? d.startedAt ?? d.updatedAt).getTime();
+    if (snapshot.now.getTime() - beat > policy.heartbeatTimeoutMs) n++;
+  }
+  return n;
 }
 
 /** Why the mass-deletion guard refused this sweep's deletions. */
@@ -15,7 +33,7 @@ export interface GuardTrip {
 
 /** A whole sweep's plan. */
 export interface Plan {
-  /** What the executor applies, in order: status changes, stops, container removals, then volumes. */
+  /** What the executor applies, in order: status changes, stops, container removals, volumes, self-heal, rollback settlements. */
   actions: Action[];
   /** Deletions left for a later sweep by `maxDeletionsPerSweep`. */
   deferred: Action[];
@@ -58,6 +76,8 @@ function checkGuard(snapshot: Snapshot, policy: Policy, removals: number, manage
 export function planSweep(snapshot: Snapshot, policy: Policy): Plan {
   const zombies = planZombies(snapshot, policy);
   const orphans = planOrphans(snapshot, policy);
+  const heals = planSelfHeal(snapshot, policy);
+  const rollbacks = planRollbacks(snapshot);
   const guard = checkGuard(snapshot, policy, orphans.removals.length, orphans.managed);
 
   let removals: RemoveContainerAction[] = [];
@@ -76,12 +96,17 @@ export function planSweep(snapshot: Snapshot, policy: Policy): Plan {
   }
 
   return {
-    actions: [...zombies, ...orphans.stops, ...removals, ...volumes],
+    actions: [...zombies, ...orphans.stops, ...removals, ...volumes, ...heals, ...rollbacks],
     deferred,
     blocked,
     guard,
     notes: orphans.notes,
-    drift: { orphan: orphans.removals.length + orphans.stops.length, zombie: zombies.length },
+    drift: {
+      orphan: orphans.removals.length + orphans.stops.length,
+      zombie: zombies.length,
+      missing: heals.length,
+      interrupted: countInterrupted(snapshot, policy),
+    },
     managed: orphans.managed,
   };
 }

@@ -73,8 +73,35 @@ export interface MarkFailedAction {
   reason: string;
 }
 
+/** Self-heal: give a replica of an active deployment a live container again. */
+export interface RecreateReplicaAction {
+  kind: 'recreate_replica';
+  deploymentId: string;
+  replica: number;
+  /** The exited or dead container to replace first, if any. */
+  replaceContainerId?: string;
+  replaceContainerName?: string;
+  reason: string;
+}
+
+/** Settle a rollback in progress. */
+export interface FinishRollbackAction {
+  kind: 'finish_rollback';
+  /** The deployment rolled back to. */
+  deploymentId: string;
+  rollbackId: string;
+  status: 'completed' | 'failed';
+  reason: string;
+}
+
 /** One step of a plan. Plans are data: printed by `plan`, applied by the executor. */
-export type Action = RemoveContainerAction | StopContainerAction | RemoveVolumeAction | MarkFailedAction;
+export type Action =
+  | RemoveContainerAction
+  | StopContainerAction
+  | RemoveVolumeAction
+  | MarkFailedAction
+  | RecreateReplicaAction
+  | FinishRollbackAction;
 export type ActionKind = Action['kind'];
 
 /** Actions that delete something. */

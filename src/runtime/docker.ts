@@ -1,6 +1,14 @@
 import Docker from 'dockerode';
-import { LABELS, type ObservedContainer, type ObservedVolume } from '../types.js';
-import { RuntimeError, type RemoveOutcome, type Runtime, type VolumeRemoveOutcome } from './runtime.js';
+import { LABELS, type ContainerDetail, type Health, type ObservedContainer, type ObservedVolume } from '../types.js';
+import {
+  ImageUnavailableError,
+  RuntimeError,
+  type ContainerCreateSpec,
+  type PullProgress,
+  type RemoveOutcome,
+  type Runtime,
+  type VolumeRemoveOutcome,
+} from './runtime.js';
 
 /** Options of {@link DockerRuntime}. */
 export interface DockerRuntimeOptions {
@@ -21,6 +29,17 @@ export function dockerOptions(dockerHost: string | undefined): Docker.DockerOpti
   if (url.protocol === 'tcp:' || url.protocol === 'http:') return { protocol: 'http', host: url.hostname, port: Number(url.port || 2375) };
   if (url.protocol === 'https:') return { protocol: 'https', host: url.hostname, port: Number(url.port || 2376) };
   throw new RuntimeError(`unsupported DOCKER_HOST ${dockerHost}: expected unix:// or tcp://`, 'connect');
+}
+
+function firstLine(text: string): string {
+  return text.split('\n')[0] ?? text;
+}
+
+/** Health from a listing's status text, e.g. `Up 5 seconds (healthy)`. */
+export function healthFromStatus(status: string | undefined): Health {
+  const m = /\((healthy|unhealthy|health: starting)\)/.exec(status ?? '');
+  if (!m) return 'none';
+  return m[1] === 'health: starting' ? 'starting' : (m[1] as Health);
 }
 
 function statusOf(err: unknown): number | undefined {
@@ -65,14 +84,14 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  async listContainers(): Promise<ObservedContainer[]> {
-    const list = await this.call('list_containers', () =>
-      this.docker.listContainers({ all: true, filters: { label: [LABELS.deploymentId] } }),
-    );
+  async listContainers(deploymentId?: string): Promise<ObservedContainer[]> {
+    const label = deploymentId === undefined ? LABELS.deploymentId : `${LABELS.deploymentId}=${deploymentId}`;
+    const list = await this.call('list_containers', () => this.docker.listContainers({ all: true, filters: { label: [label] } }));
     if (!Array.isArray(list)) throw new RuntimeError('docker list_containers: unexpected answer', 'list_containers');
     return list
-      .filter((c) => hasOwnershipLabel(c.Labels))
+      .filter((c) => hasOwnershipLabel(c.Labels) && (deploymentId === undefined || c.Labels[LABELS.deploymentId] === deploymentId))
       .map((c) => ({
+        health: healthFromStatus(c.Status),
         id: c.Id,
         name: (c.Names?.[0] ?? c.Id).replace(/^\//, ''),
         labels: c.Labels,
@@ -90,18 +109,166 @@ export class DockerRuntime implements Runtime {
     });
   }
 
-  async inspectContainer(id: string): Promise<ObservedContainer | undefined> {
+  async inspectContainer(id: string): Promise<ContainerDetail | undefined> {
     try {
       const info = await this.call('inspect_container', () => this.docker.getContainer(id).inspect());
+      const started = info.State.StartedAt && !info.State.StartedAt.startsWith('0001-') ? new Date(info.State.StartedAt) : null;
+      const health = (info.State as { Health?: { Status?: string } }).Health?.Status;
       return {
         id: info.Id,
         name: info.Name.replace(/^\//, ''),
         labels: info.Config.Labels ?? {},
         state: info.State.Status,
         createdAt: new Date(info.Created),
+        health: health === 'starting' || health === 'healthy' || health === 'unhealthy' ? health : 'none',
+        startedAt: started,
+        exitCode: started && info.State.Status !== 'running' ? info.State.ExitCode : null,
+        restartCount: info.RestartCount ?? 0,
       };
     } catch (err) {
       if (err instanceof RuntimeError && err.statusCode === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async imageExists(ref: string): Promise<boolean> {
+    try {
+      await this.call('inspect_image', () => this.docker.getImage(ref).inspect());
+      return true;
+    } catch (err) {
+      if (err instanceof RuntimeError && err.statusCode === 404) return false;
+      throw err;
+    }
+  }
+
+  async pullImage(ref: string, onProgress?: (progress: PullProgress) => void): Promise<void> {
+    const layers = new Map<string, { current: number; total: number; done: boolean }>();
+    const report = () => {
+      if (!onProgress) return;
+      let bytesDone = 0;
+      let bytesTotal = 0;
+      let layersDone = 0;
+      for (const l of layers.values()) {
+        bytesDone += l.current;
+        bytesTotal += l.total;
+        if (l.done) layersDone++;
+      }
+      onProgress({ layersDone, layersTotal: layers.size, bytesDone, bytesTotal });
+    };
+    // Pulls take as long as they take: no per-call timeout, but an idle stream is still bounded by the socket.
+    const started = performance.now();
+    try {
+      const stream = (await this.docker.pull(ref)) as NodeJS.ReadableStream;
+      await new Promise<void>((resolve, reject) => {
+        this.docker.modem.followProgress(
+          stream,
+          (err: Error | null, output: { error?: string; errorDetail?: { message?: string } }[] | undefined) => {
+            const failed = err?.message ?? output?.find((o) => o.error)?.error;
+            if (failed) reject(new ImageUnavailableError(`image ${ref} could not be pulled: ${failed}`));
+            else resolve();
+          },
+          (event: { id?: string; status?: string; progressDetail?: { current?: number; total?: number } }) => {
+            if (!event.id || !event.status) return;
+            const layer = layers.get(event.id) ?? { current: 0, total: 0, done: false };
+            if (event.progressDetail?.total) layer.total = event.progressDetail.total;
+            if (event.progressDetail?.current !== undefined && event.status === 'Downloading') layer.current = event.progressDetail.current;
+            if (/^(Pull complete|Already exists|Download complete)$/.test(event.status)) {
+              layer.done = event.status !== 'Download complete' || layer.done;
+              if (layer.total) layer.current = layer.total;
+            }
+            layers.set(event.id, layer);
+            report();
+          },
+        );
+      });
+      this.options.observe?.('pull_image', (performance.now() - started) / 1000, true);
+    } catch (err) {
+      this.options.observe?.('pull_image', (performance.now() - started) / 1000, false);
+      if (err instanceof ImageUnavailableError) throw err;
+      const status = statusOf(err);
+      // The engine answered: the reference is unknown, denied or the registry unreachable. Not our engine's fault.
+      if (status !== undefined && status >= 400 && status < 600) {
+        throw new ImageUnavailableError(`image ${ref} could not be pulled: ${firstLine((err as Error).message)}`, { cause: err });
+      }
+      throw new RuntimeError(`docker pull_image: ${firstLine((err as Error).message)}`, 'pull_image', status, { cause: err });
+    }
+  }
+
+  async ensureVolume(name: string, labels: Record<string, string>): Promise<void> {
+    try {
+      await this.call('inspect_volume', () => this.docker.getVolume(name).inspect());
+      return;
+    } catch (err) {
+      if (!(err instanceof RuntimeError && err.statusCode === 404)) throw err;
+    }
+    await this.call('create_volume', () => this.docker.createVolume({ Name: name, Labels: labels }));
+  }
+
+  async createContainer(spec: ContainerCreateSpec): Promise<{ id: string; created: boolean }> {
+    const exposed: Record<string, object> = {};
+    const bindings: Record<string, { HostIp?: string; HostPort?: string }[]> = {};
+    for (const entry of spec.ports) {
+      const [main, proto = 'tcp'] = entry.split('/');
+      const parts = main!.startsWith('[') ? [main!.slice(0, main!.indexOf(']') + 1), ...main!.slice(main!.indexOf(']') + 2).split(':')] : main!.split(':');
+      const containerPort = parts.pop()!;
+      const hostPort = parts.pop();
+      const hostIp = parts.pop()?.replace(/^\[|\]$/g, '');
+      const key = `${containerPort}/${proto}`;
+      exposed[key] = {};
+      if (hostPort) bindings[key] = [...(bindings[key] ?? []), { ...(hostIp ? { HostIp: hostIp } : {}), HostPort: hostPort }];
+    }
+    const ns = (ms: number | undefined) => (ms === undefined ? undefined : ms * 1_000_000);
+    const options: Docker.ContainerCreateOptions = {
+      name: spec.name,
+      Image: spec.image,
+      ...(spec.command ? { Cmd: spec.command } : {}),
+      Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+      Labels: spec.labels,
+      ...(Object.keys(exposed).length > 0 ? { ExposedPorts: exposed } : {}),
+      ...(spec.healthcheck
+        ? {
+            Healthcheck: {
+              Test: spec.healthcheck.test,
+              ...(spec.healthcheck.intervalMs !== undefined ? { Interval: ns(spec.healthcheck.intervalMs) } : {}),
+              ...(spec.healthcheck.timeoutMs !== undefined ? { Timeout: ns(spec.healthcheck.timeoutMs) } : {}),
+              ...(spec.healthcheck.retries !== undefined ? { Retries: spec.healthcheck.retries } : {}),
+              ...(spec.healthcheck.startPeriodMs !== undefined ? { StartPeriod: ns(spec.healthcheck.startPeriodMs) } : {}),
+            },
+          }
+        : {}),
+      HostConfig: {
+        ...(spec.networkMode ? { NetworkMode: spec.networkMode } : {}),
+        RestartPolicy: { Name: 'unless-stopped' },
+        Mounts: spec.mounts.map((m) => ({ Type: 'volume' as const, Source: m.volume, Target: m.target, ReadOnly: m.readOnly })),
+        ...(Object.keys(bindings).length > 0 ? { PortBindings: bindings } : {}),
+      },
+    };
+    try {
+      const container = await this.call('create_container', () => this.docker.createContainer(options));
+      return { id: container.id, created: true };
+    } catch (err) {
+      if (!(err instanceof RuntimeError && err.statusCode === 409)) {
+        if (err instanceof RuntimeError && err.statusCode === 404) {
+          throw new ImageUnavailableError(`image ${spec.image} is not present: ${err.message}`, { cause: err });
+        }
+        throw err;
+      }
+    }
+    // The name is taken: a repeated phase. Use it only if it is ours, for the same deployment.
+    const existing = await this.inspectContainer(spec.name);
+    const wanted = spec.labels[LABELS.deploymentId];
+    if (!existing || existing.labels[LABELS.deploymentId] !== wanted) {
+      throw new RuntimeError(`docker create_container: name ${spec.name} is taken by a container of another deployment`, 'create_container', 409);
+    }
+    return { id: existing.id, created: false };
+  }
+
+  async startContainer(id: string): Promise<void> {
+    try {
+      await this.call('start_container', () => this.docker.getContainer(id).start());
+    } catch (err) {
+      // 304: already started.
+      if (err instanceof RuntimeError && err.statusCode === 304) return;
       throw err;
     }
   }

@@ -11,6 +11,8 @@ export interface OpenDatabase {
   store: PgStore;
   /** Where it is, without the password. */
   description: string;
+  /** The connection string (for the LISTEN connection). */
+  url: string;
   /** The embedded server, when this process started it. */
   embedded?: EmbeddedPostgres;
   close(): Promise<void>;
@@ -38,6 +40,7 @@ export async function openDatabase(config: Config, options: { startEmbedded: boo
     db,
     store: new PgStore(db),
     description,
+    url,
     ...(embedded ? { embedded } : {}),
     close: async () => {
       await db.destroy();

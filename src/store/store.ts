@@ -1,4 +1,4 @@
-import { sql, type Kysely, type SelectQueryBuilder, type Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import { TERMINAL_STATUSES, type Deployment, type DeploymentStatus, type Rollback } from '../types.js';
 import type { Database, DeploymentRow } from './schema.js';
 
@@ -57,13 +57,15 @@ export interface Store {
   transition(change: Transition, fence?: Fence): Promise<boolean>;
   /** Records an event; false when the fence no longer holds. */
   recordEvent(event: EventInput, fence?: Fence): Promise<boolean>;
+  /** Settles an in-progress rollback with its event; false when it was settled already or the fence no longer holds. */
+  finishRollback(rollbackId: string, status: 'completed' | 'failed', reason: string, event: EventInput, fence?: Fence): Promise<boolean>;
   /** Number of deployment rows per status. */
   countByStatus(): Promise<Partial<Record<DeploymentStatus, number>>>;
   /** Round-trip latency in milliseconds. */
   ping(): Promise<number>;
 }
 
-const DEPLOYMENT_COLUMNS = [
+export const DEPLOYMENT_COLUMNS = [
   'id',
   'project',
   'service',
@@ -111,7 +113,7 @@ export function toDeployment(row: DeploymentColumns): Deployment {
 }
 
 /** SQL condition: the fence still holds (by the database's clock). */
-function fenceHolds(fence: Fence) {
+export function fenceHolds(fence: Fence) {
   return sql<boolean>`EXISTS (SELECT 1 FROM leases WHERE name = ${fence.lease} AND holder = ${fence.holder}
     AND epoch = ${fence.epoch} AND expires_at > now())`;
 }
@@ -121,13 +123,18 @@ export class PgStore implements Store {
   constructor(private readonly db: Kysely<Database>) {}
 
   async loadDesired(observedIds: readonly string[], retainFailed: number): Promise<DesiredState> {
-    const base = this.db.selectFrom('deployments').select(DEPLOYMENT_COLUMNS);
-    let query: SelectQueryBuilder<Database, 'deployments', DeploymentColumns> = base.where((eb) =>
-      eb.or([
-        eb('status', 'in', ['pending', 'deploying', 'active']),
-        ...(observedIds.length > 0 ? [eb('id', '=', sql<string>`ANY(${[...observedIds]}::text[])`)] : []),
-      ]),
-    );
+    // spec.replicas for self-heal, without reading whole specs; a malformed value reads as 1 (the spec check fails it later).
+    const replicas = sql<number>`CASE WHEN spec->>'replicas' ~ '^[0-9]{1,4}$' THEN (spec->>'replicas')::int ELSE 1 END`;
+    let query = this.db
+      .selectFrom('deployments')
+      .select(DEPLOYMENT_COLUMNS)
+      .select(replicas.as('replicas'))
+      .where((eb) =>
+        eb.or([
+          eb('status', 'in', ['pending', 'deploying', 'active']),
+          ...(observedIds.length > 0 ? [eb('id', '=', sql<string>`ANY(${[...observedIds]}::text[])`)] : []),
+        ]),
+      );
     if (retainFailed > 0) {
       query = query.union(
         this.db
@@ -135,11 +142,12 @@ export class PgStore implements Store {
             qb
               .selectFrom('deployments')
               .select(DEPLOYMENT_COLUMNS)
+              .select(replicas.as('replicas'))
               .select(sql<number>`row_number() OVER (PARTITION BY project, service ORDER BY revision DESC)`.as('rank'))
               .where('status', '=', 'failed')
               .as('f'),
           )
-          .select(DEPLOYMENT_COLUMNS)
+          .select([...DEPLOYMENT_COLUMNS, 'replicas'])
           .where('rank', '<=', retainFailed),
       );
     }
@@ -148,7 +156,7 @@ export class PgStore implements Store {
       this.db.selectFrom('rollbacks').selectAll().where('status', '=', 'in_progress').execute(),
     ]);
     return {
-      deployments: rows.map(toDeployment),
+      deployments: rows.map((r) => ({ ...toDeployment(r), replicas: r.replicas })),
       rollbacks: rollbacks.map((r) => ({
         id: String(r.id),
         project: r.project,
@@ -209,6 +217,21 @@ export class PgStore implements Store {
     return result.numInsertedOrUpdatedRows === 1n;
   }
 
+  async finishRollback(rollbackId: string, status: 'completed' | 'failed', reason: string, event: EventInput, fence?: Fence): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      let update = trx
+        .updateTable('rollbacks')
+        .set({ status, finished_at: sql<Date>`now()`, reason: sql<string>`coalesce(reason || '; ', '') || ${reason}` })
+        .where('id', '=', rollbackId)
+        .where('status', '=', 'in_progress');
+      if (fence) update = update.where(fenceHolds(fence));
+      const result = await update.executeTakeFirst();
+      if (result.numUpdatedRows !== 1n) return false;
+      await insertEvent(trx, event);
+      return true;
+    });
+  }
+
   async countByStatus(): Promise<Partial<Record<DeploymentStatus, number>>> {
     const rows = await this.db
       .selectFrom('deployments')
@@ -227,7 +250,7 @@ export class PgStore implements Store {
 
 const TERMINAL = new Set<DeploymentStatus>(TERMINAL_STATUSES);
 
-async function insertEvent(db: Kysely<Database> | Transaction<Database>, event: EventInput): Promise<void> {
+export async function insertEvent(db: Kysely<Database> | Transaction<Database>, event: EventInput): Promise<void> {
   await db
     .insertInto('deployment_events')
     .values({

@@ -192,7 +192,7 @@ describe('planSweep: drift', () => {
     const plan = planSweep(snapshot(world(4, 0, { volumes: true })), policy());
     expect(plan.actions).toEqual([]);
     expect(hasDrift(plan)).toBe(false);
-    expect(plan.drift).toEqual({ orphan: 0, zombie: 0 });
+    expect(plan.drift).toEqual({ orphan: 0, zombie: 0, missing: 0, interrupted: 0 });
   });
 
   it('notes alone (grace period, retained and already stopped) are not drift', () => {
@@ -205,7 +205,7 @@ describe('planSweep: drift', () => {
     );
     expect(plan.notes).toHaveLength(2);
     expect(hasDrift(plan)).toBe(false);
-    expect(plan.drift).toEqual({ orphan: 0, zombie: 0 });
+    expect(plan.drift).toEqual({ orphan: 0, zombie: 0, missing: 0, interrupted: 0 });
   });
 
   it.each([
@@ -228,7 +228,7 @@ describe('planSweep: drift', () => {
     const containers = [...w.containers, container('f', { id: 'c-f', state: 'running' }), container('gone', { createdAt: ago(HOUR) })];
     const plan = planSweep(snapshot({ deployments, containers }), policy({ retainFailed: 1, maxDeletionsPerSweep: 1 }));
     // 2 cancelled + 1 unknown removals (1 applied, 2 deferred) and 1 stop.
-    expect(plan.drift).toEqual({ orphan: 4, zombie: 2 });
+    expect(plan.drift).toEqual({ orphan: 4, zombie: 2, missing: 0, interrupted: 0 });
     expect(plan.deferred).toHaveLength(2);
     expect(hasDrift(plan)).toBe(true);
   });
