@@ -181,7 +181,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       ? `environment ${envName(key)}`
       : source && key in fromFile
         ? issue.code === 'unrecognized_keys'
-          ? locateKey(source, key)
+          ? locateKey(source, [key])
           : locate(source, issue.path.length ? issue.path : [key])
         : 'config';
     const message = issue.code === 'unrecognized_keys' ? `unknown key ${keys.map((k) => JSON.stringify(k)).join(', ')}` : issue.message;

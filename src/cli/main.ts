@@ -5,8 +5,9 @@ import { Command, CommanderError, Option } from 'commander';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../config.js';
 import { Daemon, prepareDatabase } from '../controller/daemon.js';
-import { createLogger } from '../controller/logger.js';
+import { createLogger, type Logger } from '../controller/logger.js';
 import { Metrics } from '../controller/metrics.js';
+import { SystemdNotifier } from '../controller/systemd.js';
 import { hasDrift } from '../reconcilers/plan.js';
 import { migrateDown, migrateUp, migrationStatus } from '../store/migrate.js';
 import { openDatabase } from '../store/open.js';
@@ -31,6 +32,7 @@ async function runCommand(opts: { once?: boolean; dryRun?: boolean; force?: bool
   const config = configFrom(command);
   // With --once, stdout carries the report: logs go to stderr.
   const logger = createLogger(config.logLevel, opts.once ? pino.destination({ fd: 2, sync: true }) : undefined);
+  const systemd = new SystemdNotifier(process.env, (err) => logger.warn({ err }, 'sd_notify failed'));
   const database = await openDatabase(config, { startEmbedded: true, log: (msg) => logger.info({ component: 'embedded-postgres' }, msg) });
   const stopping = new AbortController();
   let signals = 0;
@@ -46,6 +48,7 @@ async function runCommand(opts: { once?: boolean; dryRun?: boolean; force?: bool
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   let daemon: Daemon | undefined;
+  let watchdog: NodeJS.Timeout | undefined;
   try {
     await prepareDatabase(database, logger, stopping.signal, !opts.once);
     if (stopping.signal.aborted) return EXIT.ok;
@@ -63,19 +66,52 @@ async function runCommand(opts: { once?: boolean; dryRun?: boolean; force?: bool
       process.stdout.write(formatPlan(report.plan, { applied: report.dryRun ? undefined : report.outcomes }));
       return report.outcomes.some((o) => o.result === 'error') ? EXIT.error : EXIT.ok;
     }
-    await daemon.start();
-    await new Promise<void>((resolve) => stopping.signal.addEventListener('abort', () => resolve(), { once: true }));
+    const running = daemon;
+    process.on('SIGHUP', () => void reload(running, command, logger, systemd));
+    await running.start();
+    // Pings come from a timer that only fires while the event loop turns, and
+    // only while the reconcile loop is not stuck: a hung daemon gets restarted.
+    const every = systemd.watchdogIntervalMs();
+    if (every !== undefined) {
+      watchdog = setInterval(() => {
+        if (running.loopAlive()) void systemd.notify('WATCHDOG=1');
+      }, every);
+    }
+    await Promise.race([running.firstSweepDone(), new Promise((resolve) => stopping.signal.addEventListener('abort', resolve, { once: true }))]);
+    if (!stopping.signal.aborted) {
+      await systemd.notify('READY=1', 'STATUS=reconciling');
+      logger.info('ready: first sweep finished');
+    }
+    await new Promise<void>((resolve) => {
+      if (stopping.signal.aborted) resolve();
+      else stopping.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    await systemd.notify('STOPPING=1', 'STATUS=stopping');
     const forced = setTimeout(() => {
       logger.error('graceful stop took longer than 30s: exiting');
       process.exit(1);
     }, 30_000);
     forced.unref();
-    await daemon.stop();
+    await running.stop();
     return EXIT.ok;
   } finally {
+    clearInterval(watchdog);
     await daemon?.stop().catch(() => undefined);
     await database.close();
   }
+}
+
+/** SIGHUP: re-read the config; a valid one takes effect at once, an invalid one is logged and the old one stays. */
+async function reload(daemon: Daemon, command: Command, logger: Logger, systemd: SystemdNotifier): Promise<void> {
+  await systemd.reloading();
+  try {
+    const next = configFrom(command);
+    const restart = await daemon.reload(next);
+    logger.info({ restartNeeded: restart }, restart.length ? `config reloaded; restart to apply ${restart.join(', ')}` : 'config reloaded');
+  } catch (err) {
+    logger.error({ err }, `config reload refused, keeping the running config: ${(err as Error).message}`);
+  }
+  await systemd.notify('READY=1', 'STATUS=reconciling');
 }
 
 async function planCommand(opts: { output: string; force?: boolean }, command: Command): Promise<number> {

@@ -77,7 +77,7 @@ export class Controller implements Runnable {
   private inflight: AbortController | undefined;
   private inflightSince: number | null = null;
 
-  constructor(private readonly options: ControllerOptions) {}
+  constructor(private options: ControllerOptions) {}
 
   /** When the reconcile in flight began (ms since epoch), or null when idle: for liveness. */
   get busySince(): number | null {
@@ -102,14 +102,25 @@ export class Controller implements Runnable {
     this.wake?.();
   }
 
+  /** Changes the resync period (config reload); takes effect from now. */
+  setResync(ms: number): void {
+    this.options = { ...this.options, resyncMs: ms };
+    if (this.resyncTimer) {
+      clearInterval(this.resyncTimer);
+      this.resyncTimer = setInterval(() => this.resync(), timerDelay(ms));
+    }
+  }
+
+  /** Enqueues the full-resync keys. */
+  private resync(): void {
+    for (const key of this.options.resyncKeys) this.enqueue(key);
+  }
+
   start(): Promise<void> {
     if (this.running) return Promise.resolve();
     this.stopping = false;
-    const resync = () => {
-      for (const key of this.options.resyncKeys) this.enqueue(key);
-    };
-    resync();
-    this.resyncTimer = setInterval(resync, timerDelay(this.options.resyncMs));
+    this.resync();
+    this.resyncTimer = setInterval(() => this.resync(), timerDelay(this.options.resyncMs));
     this.running = this.work();
     return Promise.resolve();
   }

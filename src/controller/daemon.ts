@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Config } from '../config.js';
 import { DockerRuntime } from '../runtime/docker.js';
-import type { Runtime } from '../runtime/runtime.js';
+import type { EventSubscription, Runtime } from '../runtime/runtime.js';
 import { migrateUp } from '../store/migrate.js';
 import { DeploymentListener } from '../store/listen.js';
 import type { OpenDatabase } from '../store/open.js';
@@ -38,6 +38,9 @@ export interface DaemonOptions {
   failpoint?: string | undefined;
 }
 
+/** Container events after which a sweep should look for missing replicas. */
+const CONTAINER_GONE = new Set(['die', 'destroy', 'kill', 'oom', 'stop']);
+
 /** Does this deployment need the rollout reconciler's attention? */
 export function needsRollout(d: Deployment): boolean {
   if (d.executor !== CONTROLLER_EXECUTOR) return false;
@@ -63,7 +66,10 @@ export class Daemon implements Runnable {
   readonly rollouts: RolloutReconciler;
   readonly http: HttpServer | undefined;
   private readonly listener: DeploymentListener | undefined;
-  private readonly maintenance: Maintenance | undefined;
+  private maintenance: Maintenance | undefined;
+  private events: EventSubscription | undefined;
+  private config: Config;
+  private readonly reconcileTimeoutMs: number;
   readonly instance: string;
   private lastSweepAt: number | null = null;
   private startPromise: Promise<void> | undefined;
@@ -73,6 +79,7 @@ export class Daemon implements Runnable {
 
   constructor(private readonly options: DaemonOptions) {
     const { config, logger, database } = options;
+    this.config = config;
     this.instance = instanceId(config);
     this.metrics = options.metrics ?? new Metrics();
     this.runtime =
@@ -112,9 +119,14 @@ export class Daemon implements Runnable {
       name: 'sweep',
       reconcile: async (ctx) => {
         if (this.elector && !this.elector.isLeader()) {
+          // A standby is ready once it can reach both engines.
+          await Promise.all([database.store.ping(), this.runtime.ping()]);
+          this.resolveFirstSweep();
           ctx.logger.debug('not leader; sweep skipped');
           return {};
         }
+        // Watchdog test: after the first sweep, a loop that never yields again.
+        if (options.failpoint === 'block:sweep' && this.lastSweepAt !== null) for (;;);
         const report = await this.sweeper.sweep({ dryRun: !!options.dryRun, signal: ctx.signal, logger: ctx.logger });
         this.lastSweepAt = Date.now();
         this.resolveFirstSweep();
@@ -151,16 +163,10 @@ export class Daemon implements Runnable {
         onConnected: () => this.controller.enqueue(SWEEP_KEY),
         onError: (err, retryInMs) => logger.warn({ err, retryInMs }, 'LISTEN connection lost; reconnecting'),
       });
-      this.maintenance = new Maintenance({
-        db: database.db,
-        schedule: config.maintenanceSchedule,
-        eventRetentionMs: config.eventRetention,
-        logger,
-        metrics: this.metrics,
-        fence: () => this.elector?.fence(),
-      });
+      this.maintenance = this.makeMaintenance(config);
     }
     const reconcileTimeoutMs = Math.max(60_000, config.resync * 4);
+    this.reconcileTimeoutMs = reconcileTimeoutMs;
     this.controller = new Controller({
       logger,
       metrics: this.metrics,
@@ -176,13 +182,54 @@ export class Daemon implements Runnable {
           pingRuntime: () => this.runtime.ping(),
           leader: () => ({ status: this.elector?.isLeader() ? 'leader' : 'follower', holder: this.instance }),
           lastSweepAgeSeconds: () => (this.lastSweepAt === null ? (Date.now() - startedAt) / 1000 : (Date.now() - this.lastSweepAt) / 1000),
-          loopAlive: () => {
-            const since = this.controller.busySince;
-            return since === null || Date.now() - since < reconcileTimeoutMs + 30_000;
-          },
-          staleAfterSeconds: (config.resync * 3) / 1000,
+          loopAlive: () => this.loopAlive(),
+          staleAfterSeconds: () => (this.config.resync * 3) / 1000,
         })
       : undefined;
+  }
+
+  private makeMaintenance(config: Config): Maintenance {
+    return new Maintenance({
+      db: this.options.database.db,
+      schedule: config.maintenanceSchedule,
+      eventRetentionMs: config.eventRetention,
+      logger: this.options.logger,
+      metrics: this.metrics,
+      fence: () => this.elector?.fence(),
+    });
+  }
+
+  /** False when a reconcile has been running past its own timeout (the loop is stuck). */
+  loopAlive(): boolean {
+    const since = this.controller.busySince;
+    return since === null || Date.now() - since < this.reconcileTimeoutMs + 30_000;
+  }
+
+  /**
+   * Applies a reloaded config (SIGHUP) to what can change while running:
+   * the planners' policy, rollout options, the resync period, the log level,
+   * maintenance. Returns the changed keys that need a restart to apply.
+   */
+  async reload(next: Config): Promise<string[]> {
+    const before = this.config;
+    this.config = next;
+    this.sweeper.setPolicy(policyFromConfig(next, this.options.force));
+    this.rollouts.configure({
+      heartbeatTimeoutMs: next.heartbeatTimeout,
+      maxAttempts: next.maxAttempts,
+      activationHook: next.activationHook,
+      activationHookTimeoutMs: next.activationHookTimeout,
+      networkMode: next.containerNetwork,
+    });
+    this.controller.setResync(next.resync);
+    this.options.logger.level = next.logLevel;
+    if (this.maintenance && (before.maintenanceSchedule !== next.maintenanceSchedule || before.eventRetention !== next.eventRetention)) {
+      await this.maintenance.stop();
+      this.maintenance = this.makeMaintenance(next);
+      if (this.startPromise) await this.maintenance.start();
+    }
+    const restartOnly = ['name', 'databaseUrl', 'dockerHost', 'stateDir', 'metricsAddress', 'leaseDuration', 'runtimeTimeout'] as const;
+    return restartOnly.filter((key) => before[key] !== next[key]);
   }
 
   /** Resolves after the first completed sweep (for readiness). */
@@ -197,6 +244,17 @@ export class Daemon implements Runnable {
       await this.controller.start();
       await this.listener?.start();
       await this.maintenance?.start();
+      if (!this.options.dryRun) {
+        this.events = this.runtime.watchEvents?.(
+          (event) => {
+            if (!this.elector?.isLeader()) return;
+            // Health changes move a rollout on; deaths and removals call for self-heal.
+            this.controller.enqueue(rolloutKey(event.deploymentId));
+            if (CONTAINER_GONE.has(event.action)) this.controller.enqueue(SWEEP_KEY);
+          },
+          (err, retryInMs) => this.options.logger.warn({ err, retryInMs }, 'docker event stream lost; reconnecting'),
+        );
+      }
       this.options.logger.info(
         { instance: this.instance, database: this.options.database.description, metricsAddress: this.http ? this.options.config.metricsAddress : undefined, dryRun: !!this.options.dryRun },
         'deployer-controller started',
@@ -208,6 +266,7 @@ export class Daemon implements Runnable {
   stop(): Promise<void> {
     this.stopPromise ??= (async () => {
       await this.startPromise?.catch(() => undefined);
+      this.events?.close();
       await this.maintenance?.stop();
       await this.listener?.stop();
       await this.controller.stop();

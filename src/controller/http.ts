@@ -14,7 +14,7 @@ export interface HealthSources {
   /** False when the loop has been stuck past its own timeouts. */
   loopAlive(): boolean;
   /** A sweep older than this makes the daemon `degraded`. */
-  staleAfterSeconds: number;
+  staleAfterSeconds: () => number;
 }
 
 const CHECK_TIMEOUT_MS = 2_000;
@@ -38,7 +38,7 @@ async function check(fn: () => Promise<number>): Promise<{ status: CheckStatus; 
 export async function healthReport(sources: HealthSources) {
   const [database, docker] = await Promise.all([check(() => sources.pingDatabase()), check(() => sources.pingRuntime())]);
   const age = sources.lastSweepAgeSeconds();
-  const stale = age === null || age > sources.staleAfterSeconds;
+  const stale = age === null || age > sources.staleAfterSeconds();
   const status = database.status === 'unhealthy' || docker.status === 'unhealthy' ? 'unhealthy' : stale ? 'degraded' : 'healthy';
   return {
     status,

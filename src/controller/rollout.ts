@@ -82,7 +82,12 @@ const PHASE_EVENT: Record<Phase, string> = {
 export class RolloutReconciler implements Reconciler {
   readonly name = 'rollout';
 
-  constructor(private readonly o: RolloutOptions) {}
+  constructor(private o: RolloutOptions) {}
+
+  /** Changes options (config reload); the next step uses them. */
+  configure(patch: Partial<RolloutOptions>): void {
+    this.o = { ...this.o, ...patch };
+  }
 
   async reconcile(ctx: ReconcileContext, key: string): Promise<Result> {
     const id = key.slice(ROLLOUT_KEY_PREFIX.length);

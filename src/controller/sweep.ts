@@ -46,7 +46,12 @@ export interface SweeperDeps extends Omit<ExecutorDeps, 'logger'> {
  * sweep, so nothing is removed on the strength of a missing answer.
  */
 export class Sweeper {
-  constructor(private readonly deps: SweeperDeps) {}
+  constructor(private deps: SweeperDeps) {}
+
+  /** Replaces the policy (config reload); the next sweep uses it. */
+  setPolicy(policy: Policy): void {
+    this.deps = { ...this.deps, policy };
+  }
 
   /** Reads desired and observed state afresh. */
   async snapshot(): Promise<Snapshot> {

@@ -4,7 +4,9 @@ import {
   ImageUnavailableError,
   RuntimeError,
   type ContainerCreateSpec,
+  type EventSubscription,
   type PullProgress,
+  type RuntimeEvent,
   type RemoveOutcome,
   type Runtime,
   type VolumeRemoveOutcome,
@@ -304,6 +306,73 @@ export class DockerRuntime implements Runtime {
       if (err instanceof RuntimeError && err.statusCode === 409) return 'in_use';
       throw err;
     }
+  }
+
+  watchEvents(onEvent: (event: RuntimeEvent) => void, onError: (err: Error, retryInMs: number) => void): EventSubscription {
+    // A client of its own: the stream is long-lived and must not share the call timeout.
+    const docker = new Docker(dockerOptions(this.options.dockerHost));
+    let closed = false;
+    let stream: NodeJS.ReadableStream | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let failures = 0;
+    // Replay from a little before the last event seen: the engine keeps only a short history.
+    let since = Math.floor(Date.now() / 1000);
+    const retry = (err: Error) => {
+      stream = undefined;
+      if (closed || timer) return;
+      failures++;
+      const delay = Math.round(Math.min(30_000, 500 * 2 ** Math.min(failures - 1, 6)) * (0.8 + Math.random() * 0.4));
+      onError(err, delay);
+      timer = setTimeout(() => {
+        timer = undefined;
+        void connect();
+      }, delay);
+    };
+    const connect = async () => {
+      if (closed) return;
+      try {
+        const s = (await docker.getEvents({
+          since: since - 5,
+          filters: { type: ['container'], label: [LABELS.deploymentId] },
+        })) as NodeJS.ReadableStream;
+        if (closed) {
+          (s as unknown as { destroy?: () => void }).destroy?.();
+          return;
+        }
+        stream = s;
+        failures = 0;
+        let buffered = '';
+        s.on('data', (chunk: Buffer) => {
+          buffered += chunk.toString();
+          let nl;
+          while ((nl = buffered.indexOf('\n')) >= 0) {
+            const line = buffered.slice(0, nl).trim();
+            buffered = buffered.slice(nl + 1);
+            if (!line) continue;
+            try {
+              const e = JSON.parse(line) as { Action?: string; time?: number; Actor?: { ID?: string; Attributes?: Record<string, string> } };
+              if (e.time) since = Math.max(since, e.time);
+              const deploymentId = e.Actor?.Attributes?.[LABELS.deploymentId];
+              if (e.Action && e.Actor?.ID && deploymentId) onEvent({ action: e.Action, containerId: e.Actor.ID, deploymentId });
+            } catch {
+              // A torn line is only a lost hint.
+            }
+          }
+        });
+        s.on('error', (err: Error) => retry(err));
+        s.on('end', () => retry(new Error('docker event stream ended')));
+      } catch (err) {
+        retry(err as Error);
+      }
+    };
+    void connect();
+    return {
+      close: () => {
+        closed = true;
+        clearTimeout(timer);
+        (stream as unknown as { destroy?: () => void } | undefined)?.destroy?.();
+      },
+    };
   }
 
   async ping(): Promise<number> {

@@ -37,6 +37,18 @@ export class ImageUnavailableError extends Error {
   }
 }
 
+/** A container event from the engine's stream: a hint that something changed. */
+export interface RuntimeEvent {
+  action: string;
+  containerId: string;
+  deploymentId: string;
+}
+
+/** A running event subscription. */
+export interface EventSubscription {
+  close(): void;
+}
+
 /**
  * The container engine as the controller sees it. Implementations re-check
  * ownership labels in code, bound every call with a timeout, and reject on any
@@ -72,6 +84,12 @@ export interface Runtime {
   removeVolume(name: string): Promise<VolumeRemoveOutcome>;
   /** Round-trip latency in milliseconds. */
   ping(): Promise<number>;
+  /**
+   * Follows the engine's event stream for labelled containers, reconnecting
+   * with backoff. Events are hints only: they may be lost, so the periodic
+   * full list stays the truth.
+   */
+  watchEvents?(onEvent: (event: RuntimeEvent) => void, onError: (err: Error, retryInMs: number) => void): EventSubscription;
 }
 
 /** An engine error, carrying the HTTP status when the engine answered. */

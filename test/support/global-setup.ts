@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,8 @@ declare module 'vitest' {
   }
 }
 
+const ROOT = new URL('../../', import.meta.url).pathname;
+
 let server: EmbeddedPostgres | undefined;
 let dir: string | undefined;
 
@@ -20,6 +23,8 @@ let dir: string | undefined;
  * database in it (see `postgres.ts`).
  */
 export async function setup(project: TestProject): Promise<void> {
+  // Tests that run the CLI as a user does need dist/ current: build it once per run.
+  execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { stdio: 'inherit' });
   let url = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
   if (!url) {
     dir = mkdtempSync(join(tmpdir(), 'deployer-pg-'));
