@@ -68,6 +68,7 @@ export class Daemon implements Runnable {
   private readonly listener: DeploymentListener | undefined;
   private maintenance: Maintenance | undefined;
   private events: EventSubscription | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
   private config: Config;
   private readonly reconcileTimeoutMs: number;
   readonly instance: string;
@@ -199,6 +200,19 @@ export class Daemon implements Runnable {
     });
   }
 
+  /** Pings Postgres and the runtime and records `deployer_up`. */
+  private async probe(): Promise<void> {
+    const check = async (dependency: string, ping: () => Promise<number>) => {
+      try {
+        await ping();
+        this.metrics.up.set({ dependency }, 1);
+      } catch {
+        this.metrics.up.set({ dependency }, 0);
+      }
+    };
+    await Promise.all([check('database', () => this.options.database.store.ping()), check(this.runtime.name, () => this.runtime.ping())]);
+  }
+
   /** False when a reconcile has been running past its own timeout (the loop is stuck). */
   loopAlive(): boolean {
     const since = this.controller.busySince;
@@ -244,6 +258,11 @@ export class Daemon implements Runnable {
       await this.controller.start();
       await this.listener?.start();
       await this.maintenance?.start();
+      // Every instance, leader or not, keeps deployer_up current (sweeps only run on the leader).
+      const probe = () => void this.probe();
+      probe();
+      this.probeTimer = setInterval(probe, Math.min(this.config.resync, 15_000));
+      this.probeTimer.unref();
       if (!this.options.dryRun) {
         this.events = this.runtime.watchEvents?.(
           (event) => {
@@ -266,6 +285,7 @@ export class Daemon implements Runnable {
   stop(): Promise<void> {
     this.stopPromise ??= (async () => {
       await this.startPromise?.catch(() => undefined);
+      clearInterval(this.probeTimer);
       this.events?.close();
       await this.maintenance?.stop();
       await this.listener?.stop();

@@ -59,7 +59,8 @@ export function progressAt(phase: Phase, message: string): Progress {
 
 /** Docker-safe fragment of a name. */
 function slug(text: string): string {
-  return text.toLowerCase().replace(/[^a-z0-9_-]+/g, '-').replace(/^-+|-+$/g, '') || 'x';
+  // Docker names must start with a letter or digit.
+  return text.toLowerCase().replace(/[^a-z0-9_-]+/g, '-').replace(/^[-_]+|[-_]+$/g, '') || 'x';
 }
 
 /**

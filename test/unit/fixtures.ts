@@ -4,7 +4,7 @@
  * takes overrides, so a test states only what matters to its rule.
  */
 import type { Policy, Snapshot } from '../../src/reconcilers/snapshot.js';
-import { LABELS, type Deployment, type ObservedContainer, type ObservedVolume, type Rollback } from '../../src/types.js';
+import { LABELS, type ContainerDetail, type Deployment, type Health, type ObservedContainer, type ObservedVolume, type Rollback } from '../../src/types.js';
 
 export const SECOND = 1_000;
 export const MINUTE = 60 * SECOND;
@@ -147,4 +147,33 @@ function labels(
   const result: Record<string, string> = {};
   for (const [key, value] of Object.entries(all)) if (value !== undefined) result[key] = value;
   return result;
+}
+
+export interface DetailOptions extends ContainerOptions {
+  health?: Health;
+  /** When the container last started; `null` for one that never ran. One minute ago by default. */
+  startedAt?: Date | null;
+  exitCode?: number | null;
+  restartCount?: number;
+}
+
+/**
+ * An inspected container of replica `replica` (no `deployer.replica` label when
+ * it is `null`) of `deploymentId`: running for a minute, no healthcheck,
+ * managed by us. Its id and name are `<deploymentId>.<replica>` unless given.
+ */
+export function containerDetail(deploymentId: string, replica: number | null, options: DetailOptions = {}): ContainerDetail {
+  const id = options.id ?? `${deploymentId}.${replica ?? 'x'}`;
+  const base = container(deploymentId, {
+    ...options,
+    id,
+    labels: { ...(replica === null ? {} : { [LABELS.replica]: String(replica) }), ...options.labels },
+  });
+  return {
+    ...base,
+    health: options.health ?? 'none',
+    startedAt: options.startedAt === undefined ? ago(MINUTE) : options.startedAt,
+    exitCode: options.exitCode ?? null,
+    restartCount: options.restartCount ?? 0,
+  };
 }
