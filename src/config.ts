@@ -3,6 +3,7 @@ import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import cron from 'node-cron';
 import { z } from 'zod';
+import { notificationsSchema } from './controller/notifications.js';
 import { parseDuration } from './duration.js';
 import { InputError, locate, locateKey, parseYamlDocuments, toPlain, type SourceDocument } from './yaml-source.js';
 
@@ -104,6 +105,8 @@ const configSchema = z
     activationHookTimeout: duration.default(parseDuration('30s')),
     /** Docker network mode of the containers the controller creates; Docker's default when unset. */
     containerNetwork: z.string().min(1).optional(),
+    /** Signed webhooks (DESIGN.md 3.8); in the file only. */
+    notifications: notificationsSchema.optional(),
     eventRetention: duration.default(parseDuration('30d')),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   })
@@ -111,6 +114,9 @@ const configSchema = z
 
 export type Config = Readonly<z.output<typeof configSchema>>;
 export type ConfigKey = keyof z.input<typeof configSchema>;
+
+/** Nested keys, set in the file only. */
+const FILE_ONLY = new Set(['notifications']);
 
 /** Keys read from the environment under their usual names rather than `DEPLOYER_*`. */
 const PLAIN_ENV: Partial<Record<ConfigKey, string>> = { databaseUrl: 'DATABASE_URL', dockerHost: 'DOCKER_HOST' };
@@ -160,6 +166,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const merged: Record<string, unknown> = { ...fromFile };
   const fromEnv = new Set<string>();
   for (const key of Object.keys(configSchema.shape)) {
+    if (FILE_ONLY.has(key)) continue;
     const value = env[envName(key)];
     if (value !== undefined && value !== '') {
       merged[key] = value;

@@ -15,6 +15,7 @@ import { LeaderElector } from './leader.js';
 import type { Logger } from './logger.js';
 import { Maintenance } from './maintenance.js';
 import { Metrics } from './metrics.js';
+import { deploymentFacts, Notifier, type Notify } from './notifications.js';
 import { ROLLOUT_KEY_PREFIX, RolloutReconciler, rolloutKey } from './rollout.js';
 import { policyFromConfig, Sweeper, type SweepReport } from './sweep.js';
 
@@ -69,6 +70,7 @@ export class Daemon implements Runnable {
   private maintenance: Maintenance | undefined;
   private events: EventSubscription | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
+  private notifier: Notifier;
   private config: Config;
   private readonly reconcileTimeoutMs: number;
   readonly instance: string;
@@ -91,6 +93,8 @@ export class Daemon implements Runnable {
         observe: (op, seconds) => this.metrics.runtimeRequestDuration.observe({ op }, seconds),
       });
     this.firstSweep = new Promise((resolve) => (this.resolveFirstSweep = resolve));
+    this.notifier = new Notifier(options.dryRun ? undefined : config.notifications?.webhooks, { logger, metrics: this.metrics });
+    const notify: Notify = (event, deployment, message) => this.notifier.notify(event, deployment, message);
     this.elector = options.dryRun
       ? undefined
       : new LeaderElector({
@@ -106,6 +110,7 @@ export class Daemon implements Runnable {
     const rolloutStore = new PgRolloutStore(database.db);
     this.sweeper = new Sweeper({
       heal: { rollouts: rolloutStore, containers },
+      notify,
       store: database.store,
       runtime: this.runtime,
       logger,
@@ -151,6 +156,7 @@ export class Daemon implements Runnable {
       fence: () => this.elector?.fence(),
       mayAct: () => this.elector?.isLeader() ?? false,
       requestSweep: () => this.controller.enqueue(SWEEP_KEY),
+      notify,
       failpoint: options.failpoint,
     });
     if (!options.dryRun) {
@@ -160,6 +166,7 @@ export class Daemon implements Runnable {
           if (!this.elector?.isLeader()) return;
           if (notice.status === 'pending' || notice.status === 'deploying' || notice.status === 'active') this.controller.enqueue(rolloutKey(notice.id));
           else this.controller.enqueue(SWEEP_KEY);
+          if (notice.status === 'cancelled') void this.announceCancel(notice.id);
         },
         onConnected: () => this.controller.enqueue(SWEEP_KEY),
         onError: (err, retryInMs) => logger.warn({ err, retryInMs }, 'LISTEN connection lost; reconnecting'),
@@ -200,6 +207,16 @@ export class Daemon implements Runnable {
     });
   }
 
+  /** A cancel made elsewhere (CLI, psql, the platform), seen through NOTIFY: tell the webhooks. */
+  private async announceCancel(id: string): Promise<void> {
+    try {
+      const row = await this.options.database.store.getDeployment(id);
+      if (row?.status === 'cancelled') this.notifier.notify('cancelled', deploymentFacts(row), `${row.project}/${row.service} revision ${row.revision} cancelled${row.statusReason ? `: ${row.statusReason}` : ''}`);
+    } catch (err) {
+      this.options.logger.warn({ err, deploymentId: id }, 'could not read the cancelled deployment for its notification');
+    }
+  }
+
   /** Pings Postgres and the runtime and records `deployer_up`. */
   private async probe(): Promise<void> {
     const check = async (dependency: string, ping: () => Promise<number>) => {
@@ -226,6 +243,11 @@ export class Daemon implements Runnable {
    */
   async reload(next: Config): Promise<string[]> {
     const before = this.config;
+    // Built first: a webhook secret file that cannot be read refuses the whole reload.
+    const fresh =
+      JSON.stringify(before.notifications) !== JSON.stringify(next.notifications) && !this.options.dryRun
+        ? new Notifier(next.notifications?.webhooks, { logger: this.options.logger, metrics: this.metrics })
+        : undefined;
     this.config = next;
     this.sweeper.setPolicy(policyFromConfig(next, this.options.force));
     this.rollouts.configure({
@@ -242,6 +264,12 @@ export class Daemon implements Runnable {
       this.maintenance = this.makeMaintenance(next);
       if (this.startPromise) await this.maintenance.start();
     }
+    if (fresh) {
+      const old = this.notifier;
+      this.notifier = fresh;
+      if (this.startPromise) await fresh.start();
+      await old.stop();
+    }
     const restartOnly = ['name', 'databaseUrl', 'dockerHost', 'stateDir', 'metricsAddress', 'leaseDuration', 'runtimeTimeout'] as const;
     return restartOnly.filter((key) => before[key] !== next[key]);
   }
@@ -253,6 +281,7 @@ export class Daemon implements Runnable {
 
   start(): Promise<void> {
     this.startPromise ??= (async () => {
+      await this.notifier.start();
       await this.http?.start();
       await this.elector?.start();
       await this.controller.start();
@@ -292,6 +321,7 @@ export class Daemon implements Runnable {
       await this.controller.stop();
       await this.elector?.stop();
       await this.http?.stop();
+      await this.notifier.stop();
       this.options.logger.info('deployer-controller stopped');
     })();
     return this.stopPromise;

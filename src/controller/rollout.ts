@@ -11,6 +11,7 @@ import { createReplicas, type ContainerOptions } from './containers.js';
 import type { ReconcileContext, Reconciler, Result } from './controller.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import { deploymentFacts, type Notify } from './notifications.js';
 
 /** Work-queue key of one deployment's rollout. */
 export function rolloutKey(id: string): string {
@@ -36,6 +37,8 @@ export interface RolloutOptions extends ContainerOptions {
   mayAct: () => boolean;
   /** Asks for a sweep soon (after a failure or retirement, so containers go at once). */
   requestSweep?: () => void;
+  /** Webhook notifications (active, failed, rolled_back). */
+  notify?: Notify;
   /**
    * `before:<phase>` or `after:<phase>`: exit hard (SIGKILL) at that point of
    * every rollout. For crash tests only (`DEPLOYER_FAILPOINT`).
@@ -240,6 +243,7 @@ export class RolloutReconciler implements Reconciler {
         if (written !== undefined) {
           this.count('rollout_activate');
           logger.info({ action: 'rollout_activate', revision: d.revision }, 'revision active');
+          this.o.notify?.('active', deploymentFacts({ ...d, status: 'active', phase: 'retiring' }), `${d.project}/${d.service} revision ${d.revision} is active`);
           this.failpoint('before:retiring');
         }
         return undefined;
@@ -343,6 +347,11 @@ export class RolloutReconciler implements Reconciler {
     if (written === undefined) return undefined;
     this.count('rollout_fail');
     logger.warn({ action: 'rollout_fail', reason, rollbackTo: previous?.id }, `rollout failed: ${reason}`);
+    const facts = deploymentFacts({ ...d, status: 'failed', statusReason: reason });
+    this.o.notify?.('failed', facts, `${d.project}/${d.service} revision ${d.revision} failed: ${reason}`);
+    if (rollback && previous) {
+      this.o.notify?.('rolled_back', facts, `${d.project}/${d.service} rolled back to revision ${previous.revision}: ${reason}`);
+    }
     this.o.requestSweep?.();
     return {};
   }

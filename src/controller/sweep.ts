@@ -87,6 +87,7 @@ export class Sweeper {
     for (const [kind, value] of Object.entries(plan.drift)) metrics.drift.set({ kind }, value);
     if (plan.guard) {
       metrics.guardTrips.inc();
+      this.deps.notify?.('guard_tripped', null, plan.guard.reason);
       logger.error({ guard: plan.guard.reason, blocked: plan.blocked.length, managed: plan.managed }, `deletion guard tripped: ${plan.guard.reason}`);
     }
     if (plan.deferred.length > 0) {
@@ -100,6 +101,8 @@ export class Sweeper {
       for (const action of plan.actions) logger.info({ dryRun: true, action: action.kind, deploymentId: action.deploymentId, reason: action.reason }, `would ${action.kind}`);
     } else {
       outcomes = await executePlan(plan.actions, { ...this.deps, logger }, options.signal);
+      const removed = outcomes.filter((o) => o.action.kind === 'remove_container' && (o.result === 'applied' || o.result === 'gone')).length;
+      if (removed > 0) this.deps.notify?.('orphans_removed', null, `${removed} orphan container(s) removed`);
       const counts = await this.deps.store.countByStatus();
       for (const status of DEPLOYMENT_STATUSES) metrics.deployments.set({ status }, counts[status] ?? 0);
     }
