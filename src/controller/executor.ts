@@ -8,6 +8,7 @@ import { RuntimeError, type Runtime } from '../runtime/runtime.js';
 import type { EventInput, Fence, Store } from '../store/store.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import { deploymentFacts, type Notify } from './notifications.js';
 
 /** How one action ended. */
 export const ACTION_RESULTS = ['applied', 'gone', 'skipped', 'conflict', 'error', 'aborted'] as const;
@@ -32,6 +33,8 @@ export interface ExecutorDeps {
   fence: () => Fence | undefined;
   /** Checked before every destructive step: a deposed leader stops at once. */
   mayAct: () => boolean;
+  /** Webhook notifications (zombie). */
+  notify?: Notify;
   /** For self-heal: where specs are read, and how containers are made. Without it, recreate actions are skipped. */
   heal?: { rollouts: RolloutStore; containers: ContainerOptions };
 }
@@ -117,6 +120,12 @@ async function stillCondemned(action: Extract<Action, { cause: string }>, deps: 
   return row.status === action.cause ? undefined : `deployment is now ${row.status}`;
 }
 
+/** True when the row is still at the version and status the action was planned on. */
+async function unchanged(action: Extract<Action, { kind: 'mark_failed' }>, deps: ExecutorDeps): Promise<boolean> {
+  const row = await deps.store.getDeployment(action.deploymentId);
+  return !!row && row.version === action.expectVersion && row.status === action.expectStatus;
+}
+
 /** Self-heal one replica: re-read the row, replace a dead container, create and start a new one. */
 async function recreate(action: Extract<Action, { kind: 'recreate_replica' }>, deps: ExecutorDeps): Promise<ActionOutcome> {
   if (!deps.heal) return { action, result: 'skipped', detail: 'self-heal not enabled' };
@@ -162,6 +171,7 @@ async function apply(action: Action, deps: ExecutorDeps): Promise<ActionOutcome>
     case 'recreate_replica':
       return recreate(action, deps);
     case 'mark_failed': {
+      const fence = deps.fence();
       const ok = await deps.store.transition(
         {
           id: action.deploymentId,
@@ -172,9 +182,17 @@ async function apply(action: Action, deps: ExecutorDeps): Promise<ActionOutcome>
           outputLine: `[deployer-controller] ${action.reason}`,
           event: { deploymentId: action.deploymentId, type: 'Warning', reason: 'ZombieFailed', message: action.reason, actor: deps.actor },
         },
-        deps.fence(),
+        fence,
       );
-      return ok ? { action, result: 'applied' } : { action, result: 'conflict', detail: 'row changed since it was read' };
+      if (ok) {
+        const row = await deps.store.getDeployment(action.deploymentId);
+        if (row) deps.notify?.('zombie', deploymentFacts(row), `zombie marked failed: ${action.reason}`);
+        return { action, result: 'applied' };
+      }
+      // Refused with the row as read: the fence, not the row, said no. A deposed leader stops here,
+      // before it removes anything it could no longer record.
+      if (fence && (await unchanged(action, deps))) throw new Abort('leadership lost (status change refused by fence)');
+      return { action, result: 'conflict', detail: 'row changed since it was read' };
     }
     case 'remove_container':
     case 'stop_container': {
