@@ -118,7 +118,7 @@ export class Daemon implements Runnable {
       actor: this.instance,
       controllerName: config.name,
       policy: policyFromConfig(config, options.force),
-      fence: () => this.elector?.fence(),
+      fence: () => this.elector?.writeFence(),
       mayAct: () => this.elector?.isLeader() ?? false,
     });
     const sweepReconciler: Reconciler = {
@@ -153,7 +153,7 @@ export class Daemon implements Runnable {
       maxAttempts: config.maxAttempts,
       activationHook: config.activationHook,
       activationHookTimeoutMs: config.activationHookTimeout,
-      fence: () => this.elector?.fence(),
+      fence: () => this.elector?.writeFence(),
       mayAct: () => this.elector?.isLeader() ?? false,
       requestSweep: () => this.controller.enqueue(SWEEP_KEY),
       notify,
@@ -203,7 +203,7 @@ export class Daemon implements Runnable {
       eventRetentionMs: config.eventRetention,
       logger: this.options.logger,
       metrics: this.metrics,
-      fence: () => this.elector?.fence(),
+      fence: () => this.elector?.writeFence(),
     });
   }
 

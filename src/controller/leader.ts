@@ -26,6 +26,7 @@ export interface LeaderOptions {
  */
 export class LeaderElector implements Runnable {
   private held: HeldLease | undefined;
+  private lastEpoch = 0;
   private timer: NodeJS.Timeout | undefined;
   private started = false;
   private renewing: Promise<void> | undefined;
@@ -33,9 +34,19 @@ export class LeaderElector implements Runnable {
   constructor(private readonly options: LeaderOptions) {}
 
   /** The fence for writes, while leadership holds. */
+  /**
+   * The fence for writes, while leadership holds. The fence of {@link writeFence}
+   * is what writes carry: it never comes back undefined, so a write that starts
+   * just after leadership lapsed is still conditional (and refused).
+   */
   fence(): Fence | undefined {
     if (!this.isLeader()) return undefined;
     return { lease: this.options.lease, holder: this.options.holder, epoch: this.held!.epoch };
+  }
+
+  /** The last epoch held (or 0, which no lease has): writes under it succeed only while it is current. */
+  writeFence(): Fence {
+    return { lease: this.options.lease, holder: this.options.holder, epoch: this.lastEpoch };
   }
 
   isLeader(): boolean {
@@ -48,6 +59,7 @@ export class LeaderElector implements Runnable {
     const was = this.isLeader();
     try {
       this.held = await acquireLease(this.options.db, this.options.lease, this.options.holder, this.options.ttlMs);
+      if (this.held) this.lastEpoch = this.held.epoch;
     } catch (err) {
       if (this.held && !this.isLeader()) this.held = undefined;
       this.options.logger.warn({ err }, 'lease renewal failed');

@@ -31,5 +31,7 @@ export function createDb(options: DbOptions): Kysely<Database> {
   });
   // An idle client losing its connection (database restart) must not crash the daemon.
   pool.on('error', () => undefined);
+  // Nor may one checked out (a restart's "terminating connection"): its query fails, and the pool drops it on release.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }

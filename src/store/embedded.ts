@@ -137,6 +137,15 @@ function freePort(): Promise<number> {
   });
 }
 
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
 function run(file: string, args: string[], ids: { uid: number; gid: number } | undefined): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, { ...ids, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
@@ -181,7 +190,8 @@ export async function startEmbeddedPostgres(stateDir: string, log: (msg: string)
     }
   }
 
-  const port = await freePort();
+  // Keep the previous port when it is free: clients holding the old URL reconnect after a restart.
+  const port = previous?.port && (await portFree(previous.port)) ? previous.port : await freePort();
   const logFile = join(stateDir, 'postgres.log');
   const fd = openSync(logFile, 'a');
   if (ids) chownSync(logFile, ids.uid, ids.gid);
