@@ -53,16 +53,22 @@ export class Sweeper {
     this.deps = { ...this.deps, policy };
   }
 
-  /** Reads desired and observed state afresh. */
-  async snapshot(): Promise<Snapshot> {
+  /** Reads desired and observed state afresh; `signal` ends the wait on a hung engine at once. */
+  async snapshot(signal?: AbortSignal): Promise<Snapshot> {
     const { runtime, store, metrics, policy } = this.deps;
-    const [containers, volumes] = await track(metrics, runtime.name, () => Promise.all([runtime.listContainers(), runtime.listVolumes()]));
+    const [containers, volumes] = await abortable(
+      track(metrics, runtime.name, () => Promise.all([runtime.listContainers(), runtime.listVolumes()])),
+      signal,
+    );
     const observedIds = new Set<string>();
     for (const item of [...containers, ...volumes]) {
       const id = item.labels[LABELS.deploymentId];
       if (id) observedIds.add(id);
     }
-    const desired = await track(metrics, 'database', () => store.loadDesired([...observedIds], policy.retainFailed));
+    const desired = await abortable(
+      track(metrics, 'database', () => store.loadDesired([...observedIds], policy.retainFailed)),
+      signal,
+    );
     return {
       now: this.deps.clock?.() ?? new Date(),
       deployments: new Map(desired.deployments.map((d) => [d.id, d])),
@@ -82,7 +88,7 @@ export class Sweeper {
     const started = performance.now();
     const logger = options.logger ?? this.deps.logger;
     const { metrics } = this.deps;
-    const snapshot = await this.snapshot();
+    const snapshot = await this.snapshot(options.signal);
     const plan = planSweep(snapshot, this.deps.policy);
     for (const [kind, value] of Object.entries(plan.drift)) metrics.drift.set({ kind }, value);
     if (plan.guard) {
@@ -115,6 +121,26 @@ export class Sweeper {
     );
     return { snapshot, plan, outcomes, dryRun: !!options.dryRun, durationMs };
   }
+}
+
+/** Rejects as soon as `signal` aborts (the call itself runs on to its own timeout, unobserved). */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err as Error);
+      },
+    );
+  });
 }
 
 /** Marks a dependency up or down by how the call went. */
