@@ -154,6 +154,11 @@ export class RolloutReconciler implements Reconciler {
     if (this.o.failpoint === point) process.kill(process.pid, 'SIGKILL');
   }
 
+  /** How often a waiting rollout renews its heartbeat: well within heartbeatTimeout. */
+  private heartbeatEveryMs(): number {
+    return Math.max(250, Math.min(this.o.heartbeatTimeoutMs / 4, 15_000));
+  }
+
   private count(action: string, result = 'applied'): void {
     this.o.metrics.actionsTotal.inc({ action, result });
   }
@@ -225,8 +230,15 @@ export class RolloutReconciler implements Reconciler {
         this.count('start_container');
         return undefined;
       case 'wait': {
-        // The heartbeat shows the rollout is alive while it waits; the message shows why.
-        await this.write(d, { heartbeat: true, progress: { ...progressAt(d.phase ?? 'pulling', step.message) } });
+        // The heartbeat shows the rollout is alive while it waits; the message shows why. Written only
+        // when the message changes or the heartbeat grows old: every write NOTIFYs, and the notice
+        // wakes this rollout again at once, so writing on every wait would spin instead of waiting.
+        const progress = progressAt(d.phase ?? 'pulling', step.message);
+        const now = (this.o.clock?.() ?? new Date()).getTime();
+        const beatAge = d.heartbeatAt ? now - d.heartbeatAt.getTime() : Number.POSITIVE_INFINITY;
+        if (d.progress?.message !== progress.message || d.progress.step !== progress.step || beatAge >= this.heartbeatEveryMs()) {
+          await this.write(d, { heartbeat: true, progress });
+        }
         return { requeueAfterMs: step.ms };
       }
       case 'activate': {
