@@ -38,19 +38,19 @@ const count = numeric(number().int('expected a whole number').min(0, 'expected a
 const positive = numeric(number().int('expected a whole number').min(1, 'expected a number >= 1'));
 const fraction = numeric(number().gt(0, 'expected a number > 0').max(1, 'expected a number <= 1'));
 /** An argument list: a YAML list, or a JSON array in the environment. */
-const argv = z.union([
-  z.array(z.string().min(1)).min(1, 'expected at least the command'),
-  z.string().transform((text, ctx) => {
+const argv = z.preprocess(
+  (value) => {
+    if (typeof value !== 'string') return value;
     try {
-      const parsed: unknown = JSON.parse(text);
-      if (Array.isArray(parsed) && parsed.length > 0 && parsed.every((a) => typeof a === 'string' && a.length > 0)) return parsed as string[];
+      return JSON.parse(value) as unknown;
     } catch {
-      // fall through to the issue below
+      return value;
     }
-    ctx.addIssue({ code: 'custom', message: 'expected an argument list, e.g. ["/usr/local/bin/switch-routes", "--now"]' });
-    return z.NEVER;
-  }),
-]);
+  },
+  z
+    .array(z.string().min(1), { error: 'expected an argument list, e.g. ["/usr/local/bin/switch-routes", "--now"]' })
+    .min(1, 'expected at least the command'),
+);
 
 const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')], {
   error: 'expected true or false',

@@ -110,10 +110,24 @@ describe('loadConfig: file values', () => {
         "maintenanceSchedule: '0 * * * *'",
         'eventRetention: 14d',
         'logLevel: debug',
+        'activationHook: [/usr/local/bin/switch-routes, --now]',
+        'activationHookTimeout: 45s',
+        'containerNetwork: none',
+        'notifications:',
+        '  webhooks:',
+        '    - url: http://127.0.0.1:9000/deployer',
+        '      secret: s3cret',
+        '      events: [active, failed]',
         '',
       ].join('\n'),
     );
     expect(config).toEqual({
+      activationHook: ['/usr/local/bin/switch-routes', '--now'],
+      activationHookTimeout: 45 * S,
+      containerNetwork: 'none',
+      notifications: {
+        webhooks: [{ url: 'http://127.0.0.1:9000/deployer', secret: 's3cret', events: ['active', 'failed'], format: 'json', timeout: 5 * S }],
+      },
       name: 'blue-controller',
       databaseUrl: 'postgres://db.internal/deployer',
       dockerHost: 'unix:///run/docker.sock',
@@ -298,5 +312,29 @@ describe('envName', () => {
     ['dockerHost', 'DOCKER_HOST'],
   ])('%s -> %s', (key, variable) => {
     expect(envName(key)).toBe(variable);
+  });
+});
+
+describe('loadConfig: activation hook, network and notifications', () => {
+  it('reads the activation hook from the environment as a JSON array', () => {
+    const config = loadConfig({ env: { DEPLOYER_ACTIVATION_HOOK: '["/bin/switch", "--fast"]' }, file: configFile("") });
+    expect(config.activationHook).toEqual(['/bin/switch', '--fast']);
+  });
+
+  it('rejects an activation hook that is not an argument list, naming the variable', () => {
+    expect(() => loadConfig({ env: { DEPLOYER_ACTIVATION_HOOK: '/bin/switch --fast' }, file: configFile("") })).toThrow(
+      /environment DEPLOYER_ACTIVATION_HOOK activationHook: expected an argument list/,
+    );
+  });
+
+  it('takes notifications from the file only, and names a bad nested key', () => {
+    expect(loadConfig({ env: { DEPLOYER_NOTIFICATIONS: 'x' }, file: configFile("") }).notifications).toBeUndefined();
+    expect(() => loadConfig({ env: {}, file: configFile('notifications:\n  webhooks:\n    - url: ftp://x\n      secret: s\n') })).toThrow(
+      /:3:\d+ notifications: /,
+    );
+  });
+
+  it('rejects a maintenanceSchedule that is not a cron expression', () => {
+    expect(() => loadConfig({ env: {}, file: configFile('maintenanceSchedule: every hour\n') })).toThrow(/:1:\d+ maintenanceSchedule: expected a cron expression/);
   });
 });
