@@ -12,6 +12,7 @@ import { hasDrift } from '../reconcilers/plan.js';
 import { migrateDown, migrateUp, migrationStatus } from '../store/migrate.js';
 import { openDatabase } from '../store/open.js';
 import { cancelDeployment, rollbackService } from '../store/operations.js';
+import { registerManifestCommands } from './commands/manifests.js';
 import { formatPlan } from './format-plan.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -242,6 +243,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       return Promise.resolve(EXIT.ok);
     }));
 
+  registerManifestCommands(program, { setExit, configFrom: (cmd) => configFrom(cmd) });
   return program;
 }
 

@@ -105,11 +105,86 @@ export class SpecError extends Error {
   }
 }
 
-/** Formats a zod issue path as `spec.healthcheck.retries` or `spec.volumes[0]`. */
+/** Formats a zod issue path as `spec.healthcheck.retries`, `spec.volumes[0]` or `spec.labels["com.example/team"]`. */
 export function formatPath(path: readonly PropertyKey[], prefix = 'spec'): string {
   let out = prefix;
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : `${out ? '.' : ''}${String(p)}`;
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(String(p))) out += `${out ? '.' : ''}${String(p)}`;
+    else out += `[${JSON.stringify(String(p))}]`;
+  }
   return out;
+}
+
+/** One problem of a spec: the path inside the spec (keys and list indexes) and what is wrong there. */
+export interface SpecIssue {
+  path: (string | number)[];
+  message: string;
+  /** `key` when the mapping key itself is wrong (unknown or invalid), not its value. */
+  at?: 'key';
+}
+
+/** The outcome of {@link checkSpec}: the spec with defaults, or every problem found. */
+export type SpecCheck = { ok: true; spec: Spec } | { ok: false; issues: SpecIssue[] };
+
+const TYPE_NAMES: Record<string, string> = {
+  object: 'a mapping',
+  record: 'a mapping',
+  array: 'a list',
+  string: 'a string',
+  number: 'a number',
+  int: 'a whole number',
+  boolean: 'true or false',
+};
+
+/** A value for a message: JSON, cut short so a huge value cannot flood the terminal. */
+function show(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+function isPrimitive(value: unknown): boolean {
+  return value === null || ['string', 'number', 'boolean'].includes(typeof value);
+}
+
+/**
+ * Validates a spec and applies defaults, returning every problem (not only the
+ * first) with messages that say what was expected and what was given.
+ */
+export function checkSpec(input: unknown): SpecCheck {
+  const result = specSchema.safeParse(input, {
+    reportInput: true,
+    error: (issue) => {
+      if (issue.code === 'invalid_type') {
+        return issue.input === undefined ? 'required' : `expected ${TYPE_NAMES[issue.expected] ?? issue.expected}, got ${show(issue.input)}`;
+      }
+      return undefined;
+    },
+  });
+  if (result.success) return { ok: true, spec: result.data };
+  const issues: SpecIssue[] = [];
+  for (const issue of result.error.issues) {
+    const path = issue.path.map((p) => (typeof p === 'number' ? p : String(p)));
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) issues.push({ path: [...path, key], message: 'unknown field', at: 'key' });
+      continue;
+    }
+    if (issue.code === 'invalid_key') {
+      const key = path[path.length - 1];
+      issues.push({ path, message: `${issue.issues[0]?.message ?? 'invalid key'}, got ${show(key)}`, at: 'key' });
+      continue;
+    }
+    let message = issue.message;
+    if (issue.code === 'invalid_union') {
+      // The spec's two unions: an env value, and a healthcheck test.
+      const expected = path[0] === 'env' ? 'a string, number or boolean' : 'a list of strings (["CMD", "/app/health"]) or a shell command string';
+      message = `expected ${expected}, got ${show(issue.input)}`;
+    } else if (!message.includes(', got ') && isPrimitive(issue.input)) {
+      message = `${message}, got ${show(issue.input)}`;
+    }
+    issues.push({ path, message });
+  }
+  return { ok: false, issues };
 }
 
 /**
@@ -117,16 +192,10 @@ export function formatPath(path: readonly PropertyKey[], prefix = 'spec'): strin
  * {@link SpecError} naming the first bad field.
  */
 export function validateSpec(input: unknown): Spec {
-  const result = specSchema.safeParse(input, {
-    error: (issue) =>
-      issue.code === 'invalid_type' ? (issue.input === undefined ? 'required' : `expected ${issue.expected}, got ${JSON.stringify(issue.input)}`) : undefined,
-  });
-  if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
-  const keys = issue.code === 'unrecognized_keys' ? issue.keys : [];
-  const path = keys.length > 0 ? [...issue.path, keys[0]!] : issue.path;
-  const detail = keys.length > 0 ? 'unknown field' : issue.message;
-  throw new SpecError(formatPath(path), detail);
+  const result = checkSpec(input);
+  if (result.ok) return result.spec;
+  const issue = result.issues[0]!;
+  throw new SpecError(formatPath(issue.path), issue.message);
 }
 
 /** JSON with sorted keys, so equal specs hash equally whatever the key order. */
