@@ -86,6 +86,11 @@ export interface Deployment {
   replicas?: number;
 }
 
+/** A deployment row with its `spec` as stored (validated by whoever uses it). */
+export interface DeploymentWithSpec extends Deployment {
+  spec: unknown;
+}
+
 /** A rollback row (only `in_progress` ones matter to the planners). */
 export interface Rollback {
   id: string;

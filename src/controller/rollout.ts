@@ -4,7 +4,7 @@ import { planRollout, progressAt, specOf, TOTAL_STEPS, type RolloutDeployment, t
 import { ownership } from '../reconcilers/snapshot.js';
 import { ImageUnavailableError, type Runtime } from '../runtime/runtime.js';
 import type { RolloutPatch, RolloutStore, RollbackInput } from '../store/rollouts.js';
-import type { EventInput, Fence, Store } from '../store/store.js';
+import { toRowJson, type EventInput, type Fence, type Store } from '../store/store.js';
 import { LABELS, type ContainerDetail, type Deployment, type Phase } from '../types.js';
 import { runActivationHook } from './activation-hook.js';
 import { createReplicas, type ContainerOptions } from './containers.js';
@@ -243,7 +243,7 @@ export class RolloutReconciler implements Reconciler {
       }
       case 'activate': {
         if (this.o.activationHook?.length) {
-          const hook = await runActivationHook(this.o.activationHook, publicRow(d), this.o.activationHookTimeoutMs);
+          const hook = await runActivationHook(this.o.activationHook, toRowJson(d), this.o.activationHookTimeoutMs);
           if (!hook.ok) return this.fail(d, hook.reason ?? 'activation hook failed', siblings, logger);
         }
         this.failpoint('after:activating');
@@ -367,19 +367,4 @@ export class RolloutReconciler implements Reconciler {
     this.o.requestSweep?.();
     return {};
   }
-}
-
-/** The row as the activation hook sees it (no output log). */
-function publicRow(d: RolloutDeployment) {
-  return {
-    id: d.id,
-    project: d.project,
-    service: d.service,
-    revision: d.revision,
-    status: d.status,
-    phase: d.phase,
-    spec: d.spec,
-    spec_hash: d.specHash,
-    started_at: d.startedAt,
-  };
 }

@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { formatDuration } from '../duration.js';
+import { CANCEL_TRIES, cancelRow, lockServices } from '../store/operations.js';
 import type { Database } from '../store/schema.js';
 import { CONTROLLER_EXECUTOR } from '../types.js';
 import {
@@ -33,8 +34,6 @@ export class ApplyConflictError extends Error {
 
 /** How long an apply waits for another apply (or rollback) of the same services, by default. */
 const LOCK_TIMEOUT_MS = 15_000;
-/** How many times a cancel re-reads a row that moved under it (the controller advancing a phase). */
-const CANCEL_TRIES = 10;
 /** Rows per INSERT statement (8 parameters each, far below Postgres' 65,535). */
 const INSERT_CHUNK = 500;
 
@@ -120,19 +119,6 @@ export async function readStoredState(db: Db, projects: readonly string[]): Prom
   return state;
 }
 
-/**
- * Takes the per-service advisory locks for `keys` (`project/service`), in
- * one statement and in a fixed order (by lock value), so two applies with
- * overlapping services cannot deadlock.
- */
-async function lockServices(trx: Transaction<Database>, keys: readonly string[], timeoutMs: number): Promise<void> {
-  if (keys.length === 0) return;
-  await sql`SELECT set_config('lock_timeout', ${`${Math.max(1, Math.round(timeoutMs))}ms`}, true)`.execute(trx);
-  await sql`
-    SELECT pg_advisory_xact_lock(h)
-    FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(${[...keys]}::text[]) AS k ORDER BY 1) AS locks`.execute(trx);
-}
-
 /** Services of `projects` that have live revisions (the candidates of a prune). */
 async function liveKeys(db: Db, projects: readonly string[]): Promise<string[]> {
   if (projects.length === 0) return [];
@@ -151,39 +137,16 @@ function timestamped(line: string): string {
 }
 
 /**
- * Cancels one revision with a compare-and-set on its version and status,
- * re-reading and retrying when the controller changed it in between. Returns
- * the status it had ended with when it was already terminal.
+ * Cancels one revision (see {@link cancelRow}). Returns the status it had
+ * ended with when it was already over.
  */
 async function cancelRevision(trx: Transaction<Database>, revision: LiveRevision, reason: string, eventReason: string, actor: string): Promise<AlreadyEnded | undefined> {
-  let expect: { version: number; status: string } = { version: revision.version, status: revision.status };
-  for (let attempt = 0; attempt < CANCEL_TRIES; attempt++) {
-    const updated = await trx
-      .updateTable('deployments')
-      .set({
-        status: 'cancelled',
-        status_reason: reason,
-        finished_at: sql<Date>`now()`,
-        output: sql<string>`output || ${timestamped(reason)}`,
-      })
-      .where('id', '=', revision.id)
-      .where('version', '=', expect.version)
-      .where('status', '=', expect.status as LiveRevision['status'])
-      .returning('version')
-      .executeTakeFirst();
-    if (updated) {
-      await trx
-        .insertInto('deployment_events')
-        .values({ deployment_id: revision.id, type: 'Normal', reason: eventReason, message: reason, actor })
-        .execute();
-      return undefined;
-    }
-    const now = await trx.selectFrom('deployments').select(['status', 'version']).where('id', '=', revision.id).executeTakeFirst();
-    if (!now) return { id: revision.id, status: 'deleted' };
-    if (!(LIVE_STATUSES as readonly string[]).includes(now.status)) return { id: revision.id, status: now.status };
-    expect = { version: Number(now.version), status: now.status };
+  const result = await cancelRow(trx, revision.id, { from: LIVE_STATUSES, reason: () => reason, eventReason, actor });
+  if (result.cancelled) return undefined;
+  if (result.status === 'conflict') {
+    throw new ApplyConflictError(`could not cancel ${revision.id}: it kept changing under ${CANCEL_TRIES} attempts; nothing was written, try again`);
   }
-  throw new ApplyConflictError(`could not cancel ${revision.id}: it kept changing under ${CANCEL_TRIES} attempts; nothing was written, try again`);
+  return { id: revision.id, status: result.status };
 }
 
 async function cancelAll(trx: Transaction<Database>, steps: readonly CancelStep[], reason: (step: CancelStep, r: LiveRevision) => string, eventReason: string, actor: string) {

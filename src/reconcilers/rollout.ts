@@ -1,6 +1,6 @@
 import { formatDuration, parseDuration } from '../duration.js';
 import { SpecError, validateSpec, type Spec } from '../manifest/spec.js';
-import { CONTROLLER_EXECUTOR, LABELS, PHASES, type ContainerDetail, type Deployment, type Phase, type Progress } from '../types.js';
+import { CONTROLLER_EXECUTOR, LABELS, PHASES, type ContainerDetail, type Deployment, type DeploymentWithSpec, type Phase, type Progress } from '../types.js';
 
 /**
  * The rollout planner (DESIGN.md 3.3): given one deployment and what the world
@@ -11,9 +11,7 @@ import { CONTROLLER_EXECUTOR, LABELS, PHASES, type ContainerDetail, type Deploym
  */
 
 /** A deployment row with its spec, as the rollout reads it. */
-export interface RolloutDeployment extends Deployment {
-  spec: unknown;
-}
+export type RolloutDeployment = DeploymentWithSpec;
 
 /** Everything one rollout decision looks at. */
 export interface RolloutInput {

@@ -2,7 +2,16 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import type { RolloutDeployment } from '../reconcilers/rollout.js';
 import type { Deployment, DeploymentStatus, Phase, Progress } from '../types.js';
 import type { Database } from './schema.js';
-import { DEPLOYMENT_COLUMNS, fenceHolds, insertEvent, toDeployment, type EventInput, type Fence } from './store.js';
+import {
+  DEPLOYMENT_COLUMNS,
+  DEPLOYMENT_WITH_SPEC_COLUMNS,
+  fenceHolds,
+  insertEvent,
+  toDeployment,
+  toDeploymentWithSpec,
+  type EventInput,
+  type Fence,
+} from './store.js';
 
 /** A change to a rollout's row; timestamps are taken from the database's clock. */
 export interface RolloutPatch {
@@ -80,8 +89,8 @@ export class PgRolloutStore implements RolloutStore {
   constructor(private readonly db: Kysely<Database>) {}
 
   async load(id: string): Promise<RolloutDeployment | undefined> {
-    const row = await this.db.selectFrom('deployments').select([...DEPLOYMENT_COLUMNS, 'spec']).where('id', '=', id).executeTakeFirst();
-    return row ? { ...toDeployment(row), spec: row.spec } : undefined;
+    const row = await this.db.selectFrom('deployments').select(DEPLOYMENT_WITH_SPEC_COLUMNS).where('id', '=', id).executeTakeFirst();
+    return row ? toDeploymentWithSpec(row) : undefined;
   }
 
   async siblings(project: string, service: string): Promise<Deployment[]> {

@@ -1,5 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { TERMINAL_STATUSES, type Deployment, type DeploymentStatus, type Rollback } from '../types.js';
+import { TERMINAL_STATUSES, type Deployment, type DeploymentStatus, type DeploymentWithSpec, type Rollback } from '../types.js';
 import type { Database, DeploymentRow } from './schema.js';
 
 /**
@@ -88,6 +88,14 @@ export const DEPLOYMENT_COLUMNS = [
 
 type DeploymentColumns = Pick<DeploymentRow, (typeof DEPLOYMENT_COLUMNS)[number]>;
 
+/** The columns of {@link DeploymentWithSpec}: all but the `output` log. */
+export const DEPLOYMENT_WITH_SPEC_COLUMNS = [...DEPLOYMENT_COLUMNS, 'spec'] as const;
+
+/** Maps a row read with {@link DEPLOYMENT_WITH_SPEC_COLUMNS}. */
+export function toDeploymentWithSpec(row: DeploymentColumns & Pick<DeploymentRow, 'spec'>): DeploymentWithSpec {
+  return { ...toDeployment(row), spec: row.spec };
+}
+
 /** Maps a row to the planners' shape. */
 export function toDeployment(row: DeploymentColumns): Deployment {
   return {
@@ -109,6 +117,35 @@ export function toDeployment(row: DeploymentColumns): Deployment {
     version: row.version,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+  };
+}
+
+/**
+ * A row as JSON with its column names (without `output`), as the activation
+ * hook receives it on stdin and `get deployments -o json` prints it.
+ */
+export function toRowJson(d: DeploymentWithSpec) {
+  const iso = (date: Date | null) => (date ? date.toISOString() : null);
+  return {
+    id: d.id,
+    project: d.project,
+    service: d.service,
+    revision: d.revision,
+    status: d.status,
+    phase: d.phase,
+    progress: d.progress,
+    executor: d.executor,
+    owner: d.owner,
+    attempts: d.attempts,
+    status_reason: d.statusReason,
+    spec_hash: d.specHash,
+    spec: d.spec,
+    version: d.version,
+    created_at: iso(d.createdAt),
+    updated_at: iso(d.updatedAt),
+    started_at: iso(d.startedAt),
+    finished_at: iso(d.finishedAt),
+    heartbeat_at: iso(d.heartbeatAt),
   };
 }
 

@@ -1,29 +1,10 @@
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../../store/schema.js';
-import type { DeploymentStatus, Phase, Progress } from '../../types.js';
+import { DEPLOYMENT_WITH_SPEC_COLUMNS, toDeploymentWithSpec } from '../../store/store.js';
+import type { DeploymentStatus, DeploymentWithSpec } from '../../types.js';
 
 /** A deployment row as `get`, `describe` and `watch` show it (`output` only when asked for). */
-export interface DeploymentView {
-  id: string;
-  project: string;
-  service: string;
-  revision: number;
-  spec: unknown;
-  specHash: string;
-  status: DeploymentStatus;
-  phase: Phase | null;
-  progress: Progress | null;
-  executor: string;
-  owner: string | null;
-  attempts: number;
-  heartbeatAt: Date | null;
-  startedAt: Date | null;
-  finishedAt: Date | null;
-  statusReason: string | null;
-  version: number;
-  createdAt: Date;
-  updatedAt: Date;
-}
+export type DeploymentView = DeploymentWithSpec;
 
 /** An event row as `describe` shows it. */
 export interface EventView {
@@ -41,74 +22,6 @@ export interface DeploymentFilter {
   statuses?: readonly DeploymentStatus[];
 }
 
-const COLUMNS = [
-  'id',
-  'project',
-  'service',
-  'revision',
-  'spec',
-  'spec_hash',
-  'status',
-  'phase',
-  'progress',
-  'executor',
-  'owner',
-  'attempts',
-  'heartbeat_at',
-  'started_at',
-  'finished_at',
-  'status_reason',
-  'version',
-  'created_at',
-  'updated_at',
-] as const;
-
-type Row = {
-  id: string;
-  project: string;
-  service: string;
-  revision: number;
-  spec: Record<string, unknown>;
-  spec_hash: string;
-  status: DeploymentStatus;
-  phase: Phase | null;
-  progress: Progress | null;
-  executor: string;
-  owner: string | null;
-  attempts: number;
-  heartbeat_at: Date | null;
-  started_at: Date | null;
-  finished_at: Date | null;
-  status_reason: string | null;
-  version: number;
-  created_at: Date;
-  updated_at: Date;
-};
-
-function toView(row: Row): DeploymentView {
-  return {
-    id: row.id,
-    project: row.project,
-    service: row.service,
-    revision: row.revision,
-    spec: row.spec,
-    specHash: row.spec_hash,
-    status: row.status,
-    phase: row.phase,
-    progress: row.progress,
-    executor: row.executor,
-    owner: row.owner,
-    attempts: row.attempts,
-    heartbeatAt: row.heartbeat_at,
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
-    statusReason: row.status_reason,
-    version: Number(row.version),
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-  };
-}
-
 /** The database's clock: ages and stuck times are judged by it, like the controller's rules. */
 export async function databaseNow(db: Kysely<Database>): Promise<Date> {
   const result = await sql<{ now: Date }>`SELECT now() AS now`.execute(db);
@@ -117,18 +30,18 @@ export async function databaseNow(db: Kysely<Database>): Promise<Date> {
 
 /** Deployments matching `filter`, by project, service and revision. */
 export async function listDeployments(db: Kysely<Database>, filter: DeploymentFilter = {}): Promise<DeploymentView[]> {
-  let query = db.selectFrom('deployments').select(COLUMNS);
+  let query = db.selectFrom('deployments').select(DEPLOYMENT_WITH_SPEC_COLUMNS);
   if (filter.project !== undefined) query = query.where('project', '=', filter.project);
   if (filter.service !== undefined) query = query.where('service', '=', filter.service);
   if (filter.statuses && filter.statuses.length > 0) query = query.where('status', 'in', [...filter.statuses]);
   const rows = await query.orderBy('project').orderBy('service').orderBy('revision').execute();
-  return rows.map((r) => toView(r as Row));
+  return rows.map((r) => toDeploymentWithSpec(r));
 }
 
 /** One deployment, read afresh, or undefined. */
 export async function getDeployment(db: Kysely<Database>, id: string): Promise<DeploymentView | undefined> {
-  const row = await db.selectFrom('deployments').select(COLUMNS).where('id', '=', id).executeTakeFirst();
-  return row ? toView(row as Row) : undefined;
+  const row = await db.selectFrom('deployments').select(DEPLOYMENT_WITH_SPEC_COLUMNS).where('id', '=', id).executeTakeFirst();
+  return row ? toDeploymentWithSpec(row) : undefined;
 }
 
 /** The rollout log of a deployment (`output`), or undefined when there is no such row. */

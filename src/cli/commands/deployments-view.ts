@@ -1,6 +1,7 @@
 import { stringify } from 'yaml';
 import { API_VERSION, KIND } from '../../manifest/manifest.js';
 import { displaySpec } from '../../manifest/spec-diff.js';
+import { toRowJson } from '../../store/store.js';
 import type { ObservedContainer } from '../../types.js';
 import type { DeploymentView, EventView } from './deployments-query.js';
 import { paint, type ANSI } from './io.js';
@@ -106,34 +107,12 @@ export function formatDeploymentTable(rows: readonly DeploymentView[], options: 
   return table([header, ...body], options.color);
 }
 
-function iso(date: Date | null): string | null {
-  return date ? date.toISOString() : null;
-}
-
 /** `get deployments -o json`: the rows with the columns' names, plus whether each is stuck. */
 export function formatDeploymentJson(rows: readonly DeploymentView[], options: Omit<ViewOptions, 'color'>): string {
   const list = rows.map((d) => {
     const stuck = stuckFor(d, options.now, options.stuckTimeoutMs);
     return {
-      id: d.id,
-      project: d.project,
-      service: d.service,
-      revision: d.revision,
-      status: d.status,
-      phase: d.phase,
-      progress: d.progress,
-      executor: d.executor,
-      owner: d.owner,
-      attempts: d.attempts,
-      status_reason: d.statusReason,
-      spec_hash: d.specHash,
-      spec: d.spec,
-      version: d.version,
-      created_at: iso(d.createdAt),
-      updated_at: iso(d.updatedAt),
-      started_at: iso(d.startedAt),
-      finished_at: iso(d.finishedAt),
-      heartbeat_at: iso(d.heartbeatAt),
+      ...toRowJson(d),
       stuck: stuck !== undefined,
       stuck_seconds: stuck === undefined ? null : Math.floor(stuck / 1000),
     };
