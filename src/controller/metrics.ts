@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { NOTIFICATION_EVENTS, NOTIFICATION_RESULTS } from './notifications.js';
 
 /**
  * The daemon's metrics (DESIGN.md 3.6), on a registry of their own so that
@@ -77,7 +78,23 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly notificationsTotal = new Counter({
+    name: 'deployer_notifications_total',
+    help: 'Webhook deliveries by event and result: delivered (2xx), retried (an attempt failed, another is scheduled), dropped (given up: tries exhausted, evicted from a full queue, or abandoned at stop).',
+    labelNames: ['event', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly notificationsQueueDepth = new Gauge({
+    name: 'deployer_notifications_queue_depth',
+    help: 'Webhook deliveries waiting to be sent or retried (not counting those in flight).',
+    registers: [this.registry],
+  });
+
   constructor(options: { processMetrics?: boolean } = {}) {
+    // Zero series from the start, so rate() and increase() see the first drop.
+    for (const event of NOTIFICATION_EVENTS) {
+      for (const result of NOTIFICATION_RESULTS) this.notificationsTotal.inc({ event, result }, 0);
+    }
     if (options.processMetrics ?? true) {
       collectDefaultMetrics({ register: this.registry });
       // Gauges named like counters: `promtool check metrics` rejects them, and they add little.

@@ -1,6 +1,5 @@
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { Counter, Gauge, type Registry } from 'prom-client';
 import { z } from 'zod';
 import { formatDuration, parseDuration } from '../duration.js';
 import type { Deployment, DeploymentStatus, Phase } from '../types.js';
@@ -218,41 +217,8 @@ function renderBody(
   return JSON.stringify({ text: slackEscape(oneLine(parts.join(' · '))) });
 }
 
-/** The notification metrics, created once per registry so that several notifiers may share one. */
-interface NotificationMetrics {
-  total: Counter<'event' | 'result'>;
-  queueDepth: Gauge;
-}
-
 /** Results of `deployer_notifications_total`. */
 export const NOTIFICATION_RESULTS = ['delivered', 'retried', 'dropped'] as const;
-
-const metricsByRegistry = new WeakMap<Registry, NotificationMetrics>();
-
-function notificationMetrics(registry: Registry): NotificationMetrics {
-  let found = metricsByRegistry.get(registry);
-  if (!found) {
-    found = {
-      total: new Counter({
-        name: 'deployer_notifications_total',
-        help: 'Webhook deliveries by event and result: delivered (2xx), retried (an attempt failed, another is scheduled), dropped (given up: tries exhausted, evicted from a full queue, or abandoned at stop).',
-        labelNames: ['event', 'result'] as const,
-        registers: [registry],
-      }),
-      queueDepth: new Gauge({
-        name: 'deployer_notifications_queue_depth',
-        help: 'Webhook deliveries waiting to be sent or retried (not counting those in flight).',
-        registers: [registry],
-      }),
-    };
-    // Zero series from the start, so rate() and increase() see the first drop.
-    for (const event of NOTIFICATION_EVENTS) {
-      for (const result of NOTIFICATION_RESULTS) found.total.inc({ event, result }, 0);
-    }
-    metricsByRegistry.set(registry, found);
-  }
-  return found;
-}
 
 /** Retry policy of a delivery. */
 export interface RetryOptions {
@@ -396,7 +362,7 @@ const STOPPING = Symbol('stopping');
 export class Notifier implements Runnable {
   private readonly targets: Target[];
   private readonly logger: Logger;
-  private readonly counters: NotificationMetrics;
+  private readonly counters: { total: Metrics['notificationsTotal']; queueDepth: Metrics['notificationsQueueDepth'] };
   private readonly maxQueue: number;
   private readonly tries: number;
   private readonly baseMs: number;
@@ -426,7 +392,7 @@ export class Notifier implements Runnable {
   constructor(webhooks: readonly WebhookConfig[] | undefined, options: NotifierOptions) {
     this.targets = (webhooks ?? []).map(buildTarget);
     this.logger = options.logger.child({ component: 'notifications' });
-    this.counters = notificationMetrics(options.metrics.registry);
+    this.counters = { total: options.metrics.notificationsTotal, queueDepth: options.metrics.notificationsQueueDepth };
     this.maxQueue = positiveInt('maxQueue', options.maxQueue ?? 1_000, 1);
     this.tries = positiveInt('retry.tries', options.retry?.tries ?? DEFAULT_RETRY.tries, 1);
     this.baseMs = positiveInt('retry.baseMs', options.retry?.baseMs ?? DEFAULT_RETRY.baseMs, 1);
