@@ -87,6 +87,8 @@ const configSchema = z
     deletionGuardMinContainers: count.default(10),
     /** Skip the mass-deletion guard (same as `--force`). */
     allowMassDeletion: bool.default(false),
+    /** Reconciles at once on different keys (a full sweep, each rollout): a slow image pull does not hold up the rest. */
+    maxConcurrentReconciles: positive.default(4),
     /** How long a leadership lease lasts without renewal. */
     leaseDuration: timer.default(parseDuration('15s')),
     /** Timeout of one call to the container runtime. */

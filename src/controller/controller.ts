@@ -50,6 +50,12 @@ export interface ControllerOptions {
   reconcileTimeoutMs: number;
   /** First retry delay after an error; doubles up to `resyncMs`, with jitter. */
   backoffBaseMs?: number;
+  /**
+   * Reconciles run at once, on different keys (default 1). One key is never
+   * reconciled twice at the same time: re-enqueued while in flight, it runs
+   * again after.
+   */
+  concurrency?: number;
   /** Called after every reconcile, whatever the result (liveness, readiness). */
   onReconciled?: (key: string, error: unknown) => void;
 }
@@ -71,17 +77,25 @@ export class Controller implements Runnable {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly failures = new Map<string, number>();
   private resyncTimer: NodeJS.Timeout | undefined;
-  private wake: (() => void) | undefined;
+  private waiters: (() => void)[] = [];
   private running: Promise<void> | undefined;
   private stopping = false;
-  private inflight: AbortController | undefined;
-  private inflightSince: number | null = null;
+  /** Keys being reconciled, with their abort handle and start time. */
+  private readonly inflight = new Map<string, { abort: AbortController; since: number }>();
 
   constructor(private options: ControllerOptions) {}
 
-  /** When the reconcile in flight began (ms since epoch), or null when idle: for liveness. */
+  /** When the oldest reconcile in flight began (ms since epoch), or null when idle: for liveness. */
   get busySince(): number | null {
-    return this.inflightSince;
+    let oldest: number | null = null;
+    for (const { since } of this.inflight.values()) if (oldest === null || since < oldest) oldest = since;
+    return oldest;
+  }
+
+  private wakeAll(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
   }
 
   /** Asks for `key` to be reconciled, now or after `delayMs`. */
@@ -99,7 +113,7 @@ export class Controller implements Runnable {
     }
     this.queue.add(key);
     this.options.metrics.workqueueDepth.set(this.queue.size);
-    this.wake?.();
+    this.wakeAll();
   }
 
   /** Changes the resync period (config reload); takes effect from now. */
@@ -121,7 +135,8 @@ export class Controller implements Runnable {
     this.stopping = false;
     this.resync();
     this.resyncTimer = setInterval(() => this.resync(), timerDelay(this.options.resyncMs));
-    this.running = this.work();
+    const workers = Math.max(1, Math.floor(this.options.concurrency ?? 1));
+    this.running = Promise.all(Array.from({ length: workers }, () => this.work())).then(() => undefined);
     return Promise.resolve();
   }
 
@@ -132,18 +147,23 @@ export class Controller implements Runnable {
     for (const timer of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
     this.queue.clear();
-    this.inflight?.abort(new Error('controller stopping'));
-    this.wake?.();
+    for (const { abort } of this.inflight.values()) abort.abort(new Error('controller stopping'));
+    this.wakeAll();
     await this.running;
     this.running = undefined;
   }
 
+  /** The first queued key that is not in flight. */
+  private next(): string | undefined {
+    for (const key of this.queue) if (!this.inflight.has(key)) return key;
+    return undefined;
+  }
+
   private async work(): Promise<void> {
     while (!this.stopping) {
-      const key = this.queue.values().next().value;
+      const key = this.next();
       if (key === undefined) {
-        await new Promise<void>((resolve) => (this.wake = resolve));
-        this.wake = undefined;
+        await new Promise<void>((resolve) => this.waiters.push(resolve));
         continue;
       }
       this.queue.delete(key);
@@ -156,8 +176,7 @@ export class Controller implements Runnable {
     const reconciler = this.options.route(key);
     const logger = this.options.logger.child({ reconcileId: randomUUID(), reconciler: reconciler.name, key });
     const abort = new AbortController();
-    this.inflight = abort;
-    this.inflightSince = Date.now();
+    this.inflight.set(key, { abort, since: Date.now() });
     const timeout = setTimeout(
       () => abort.abort(new Error(`reconcile timed out after ${this.options.reconcileTimeoutMs}ms`)),
       timerDelay(this.options.reconcileTimeoutMs),
@@ -196,8 +215,9 @@ export class Controller implements Runnable {
       // stop() returns only when nothing runs (busySince stays set for liveness).
       await reconciling.catch(() => undefined);
       end();
-      this.inflight = undefined;
-      this.inflightSince = null;
+      this.inflight.delete(key);
+      // The same key may have been enqueued meanwhile: let a waiting worker take it.
+      if (this.queue.has(key)) this.wakeAll();
     }
     this.options.onReconciled?.(key, error);
   }

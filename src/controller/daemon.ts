@@ -182,6 +182,7 @@ export class Daemon implements Runnable {
       resyncKeys: [SWEEP_KEY],
       resyncMs: config.resync,
       reconcileTimeoutMs,
+      concurrency: config.maxConcurrentReconciles,
     });
     const startedAt = Date.now();
     this.http = options.http

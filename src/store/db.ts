@@ -7,7 +7,7 @@ const INT8_OID = 20;
 /** Options for {@link createDb}. */
 export interface DbOptions {
   connectionString: string;
-  /** Pool size; the daemon needs few connections. */
+  /** Pool size: concurrent reconciles, probes and health checks (default 10). */
   max?: number;
   /** Per-statement timeout, so a hung database cannot stall a sweep for ever. */
   statementTimeoutMs?: number;
@@ -21,7 +21,7 @@ export interface DbOptions {
 export function createDb(options: DbOptions): Kysely<Database> {
   const pool = new pg.Pool({
     connectionString: options.connectionString,
-    max: options.max ?? 5,
+    max: options.max ?? 10,
     connectionTimeoutMillis: options.connectionTimeoutMs ?? 5_000,
     statement_timeout: options.statementTimeoutMs ?? 30_000,
     types: {

@@ -496,3 +496,65 @@ describe('Controller: lifecycle', () => {
     expect(fake.calls).toEqual(['a', 'a']);
   });
 });
+
+describe('Controller: concurrency', () => {
+  it('runs different keys at once, up to `concurrency`', async () => {
+    const release = gate();
+    const fake = new FakeReconciler('fake', async () => {
+      await release.promise;
+      return {};
+    });
+    const h = harness(fake, { concurrency: 2 });
+    await h.controller.start();
+    for (const key of ['a', 'b', 'c']) h.controller.enqueue(key);
+    await eventually(() => expect(fake.running).toBe(2));
+    await pause(50);
+    // The third waits for a free worker.
+    expect(fake.running).toBe(2);
+    expect(fake.calls.sort()).toEqual(['a', 'b']);
+    release.open();
+    await eventually(() => expect(h.reconciled).toHaveLength(3));
+    expect(fake.maxRunning).toBe(2);
+  });
+
+  it('never runs one key twice at once: enqueued while in flight, it runs again after', async () => {
+    const release = gate();
+    const runningKeys = new Set<string>();
+    let overlap = false;
+    const fake = new FakeReconciler('fake', async (key, call) => {
+      if (runningKeys.has(key)) overlap = true;
+      runningKeys.add(key);
+      try {
+        if (call === 1) await release.promise;
+        return {};
+      } finally {
+        runningKeys.delete(key);
+      }
+    });
+    const h = harness(fake, { concurrency: 4 });
+    await h.controller.start();
+    h.controller.enqueue('a');
+    await eventually(() => expect(fake.running).toBe(1));
+    h.controller.enqueue('a');
+    h.controller.enqueue('b');
+    await eventually(() => expect(h.reconciled.map((r) => r.key)).toContain('b'));
+    // 'a' is queued again but waits for its first reconcile.
+    expect(fake.calls.filter((k) => k === 'a')).toHaveLength(1);
+    release.open();
+    await eventually(() => expect(fake.calls.filter((k) => k === 'a')).toHaveLength(2));
+    expect(overlap).toBe(false);
+  });
+
+  it('stop() aborts and waits for every reconcile in flight', async () => {
+    const fake = new FakeReconciler('fake', (_key, _call, ctx) => new Promise<Result>((resolve) => ctx.signal.addEventListener('abort', () => setTimeout(() => resolve({}), 20))));
+    const h = harness(fake, { concurrency: 3 });
+    await h.controller.start();
+    for (const key of ['a', 'b', 'c']) h.controller.enqueue(key);
+    await eventually(() => expect(fake.running).toBe(3));
+    expect(h.controller.busySince).not.toBeNull();
+    await h.controller.stop();
+    expect(fake.running).toBe(0);
+    expect(fake.signals.every((s) => s.aborted)).toBe(true);
+    expect(h.controller.busySince).toBeNull();
+  });
+});
