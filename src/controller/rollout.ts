@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { formatDuration } from '../duration.js';
 import { planRollout, progressAt, specOf, TOTAL_STEPS, type RolloutDeployment, type RolloutStep } from '../reconcilers/rollout.js';
 import { ownership } from '../reconcilers/snapshot.js';
-import { ImageUnavailableError, type Runtime } from '../runtime/runtime.js';
+import { ImageUnavailableError, type PullProgress, type Runtime } from '../runtime/runtime.js';
 import type { RolloutPatch, RolloutStore, RollbackInput } from '../store/rollouts.js';
 import { toRowJson, type EventInput, type Fence, type Store } from '../store/store.js';
 import { LABELS, type ContainerDetail, type Deployment, type Phase } from '../types.js';
@@ -311,19 +311,26 @@ export class RolloutReconciler implements Reconciler {
   private async pull(d: RolloutDeployment, image: string, siblings: readonly Deployment[], logger: Logger): Promise<Result | undefined> {
     let version = d.version;
     let lastWrite = 0;
+    let last: PullProgress | undefined;
     let pending: Promise<unknown> = Promise.resolve();
+    const report = (p: PullProgress) => {
+      const mb = (n: number) => (n / 1_048_576).toFixed(1);
+      const message = `pulling ${image}: ${p.layersDone}/${p.layersTotal} layers, ${mb(p.bytesDone)}/${mb(p.bytesTotal)} MB`;
+      pending = pending.then(async () => {
+        const next = await this.o.store.write(d.id, { version, status: d.status }, { heartbeat: true, progress: progressAt('pulling', message) }, {}, this.o.fence());
+        if (next !== undefined) version = next;
+      });
+    };
     try {
       await this.o.runtime.pullImage(image, (p) => {
+        last = p;
         const now = Date.now();
         if (now - lastWrite < 1_000) return;
         lastWrite = now;
-        const mb = (n: number) => (n / 1_048_576).toFixed(1);
-        const message = `pulling ${image}: ${p.layersDone}/${p.layersTotal} layers, ${mb(p.bytesDone)}/${mb(p.bytesTotal)} MB`;
-        pending = pending.then(async () => {
-          const next = await this.o.store.write(d.id, { version, status: d.status }, { heartbeat: true, progress: progressAt('pulling', message) }, {}, this.o.fence());
-          if (next !== undefined) version = next;
-        });
+        report(p);
       });
+      // The final figures, which the once-a-second throttle may have held back.
+      if (last) report(last);
       await pending;
       logger.info({ action: 'pull_image', image }, 'image pulled');
       this.count('pull_image');

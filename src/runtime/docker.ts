@@ -170,7 +170,8 @@ export class DockerRuntime implements Runtime {
             else resolve();
           },
           (event: { id?: string; status?: string; progressDetail?: { current?: number; total?: number } }) => {
-            if (!event.id || !event.status) return;
+            // "Pulling from repo" carries the tag as its id: not a layer.
+            if (!event.id || !event.status || event.status.startsWith('Pulling from')) return;
             const layer = layers.get(event.id) ?? { current: 0, total: 0, done: false };
             if (event.progressDetail?.total) layer.total = event.progressDetail.total;
             if (event.progressDetail?.current !== undefined && event.status === 'Downloading') layer.current = event.progressDetail.current;
@@ -190,7 +191,8 @@ export class DockerRuntime implements Runtime {
       const status = statusOf(err);
       // The engine answered: the reference is unknown, denied or the registry unreachable. Not our engine's fault.
       if (status !== undefined && status >= 400 && status < 600) {
-        throw new ImageUnavailableError(`image ${ref} could not be pulled: ${firstLine((err as Error).message)}`, { cause: err });
+        const detail = (err as { json?: { message?: string } }).json?.message ?? (err as Error).message;
+        throw new ImageUnavailableError(`image ${ref} could not be pulled: ${firstLine(detail).trim()}`, { cause: err });
       }
       throw new RuntimeError(`docker pull_image: ${firstLine((err as Error).message)}`, 'pull_image', status, { cause: err });
     }
