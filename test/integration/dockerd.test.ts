@@ -8,30 +8,18 @@
 import { existsSync } from 'node:fs';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { busyboxAvailable, importBusyboxImage } from '../support/busybox-image.js';
-import { dockerdAvailable, startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
+import { importBusyboxImage } from '../support/busybox-image.js';
+import { startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
+import { dockerSkip, pidAlive, requireDocker } from '../support/processes.js';
 
-const unavailable = dockerdAvailable() ?? busyboxAvailable();
-const inCi = !['', '0', 'false'].includes((process.env.CI ?? '').trim().toLowerCase());
-if (unavailable !== null && !inCi) {
-  console.warn(`SKIPPING private dockerd tests: ${unavailable}`);
-}
+const skip = dockerSkip('private dockerd tests');
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-describe.skipIf(unavailable !== null && !inCi)('private dockerd', { timeout: 120_000 }, () => {
+describe.skipIf(skip !== null)('private dockerd', { timeout: 120_000 }, () => {
   let daemon: PrivateDockerd | undefined;
   let docker: Docker;
 
   beforeAll(async () => {
-    if (unavailable !== null) throw new Error(`CI must be able to run a private dockerd: ${unavailable}`);
+    requireDocker();
     const started = Date.now();
     daemon = await startPrivateDockerd();
     console.info(`private dockerd pid ${daemon.pid} (${daemon.storageDriver}) ready in ${Date.now() - started} ms at ${daemon.socketPath}`);
@@ -71,8 +59,8 @@ describe.skipIf(unavailable !== null && !inCi)('private dockerd', { timeout: 120
 
     const { pid, containerdPid, baseDir } = daemon;
     await daemon.stop();
-    expect(isAlive(pid)).toBe(false);
-    expect(isAlive(containerdPid)).toBe(false);
+    expect(pidAlive(pid)).toBe(false);
+    expect(pidAlive(containerdPid)).toBe(false);
     await daemon.stop(); // idempotent
     expect(existsSync(baseDir)).toBe(false);
   });

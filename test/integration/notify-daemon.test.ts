@@ -8,17 +8,16 @@ import { createServer, type Server } from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifySignature } from '../../src/controller/notifications.js';
-import { busyboxAvailable, importBusyboxImage } from '../support/busybox-image.js';
-import { dockerdAvailable, startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
+import type { PrivateDockerd } from '../support/dockerd.js';
+import { startEngine } from '../support/engine.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-import { cleanEnv, freePort, IN_CI, startCli, waitFor, type CliProcess } from '../support/processes.js';
+import { cleanEnv, dockerSkip, freePort, requireDocker, startCli, waitFor, type BackgroundProcess } from '../support/processes.js';
 
-const unavailable = dockerdAvailable() ?? busyboxAvailable();
-if (unavailable !== null && !IN_CI) console.warn(`SKIPPING daemon webhook tests: ${unavailable}`);
+const skip = dockerSkip('daemon webhook tests');
 
 const SECRET = 'test-secret';
 
@@ -28,21 +27,19 @@ interface Received {
   valid: boolean;
 }
 
-describe.skipIf(unavailable !== null && !IN_CI)('webhooks from the running daemon', () => {
+describe.skipIf(skip !== null)('webhooks from the running daemon', () => {
   let dockerd: PrivateDockerd | undefined;
   let docker: Docker;
   let image: string;
   let t: TestDatabase;
   let dir: string;
   let receiver: Server;
-  let daemon: CliProcess | undefined;
+  let daemon: BackgroundProcess | undefined;
   const received: Received[] = [];
 
   beforeAll(async () => {
-    if (unavailable !== null) throw new Error(`CI must run these tests: ${unavailable}`);
-    dockerd = await startPrivateDockerd();
-    docker = new Docker({ socketPath: dockerd.socketPath });
-    image = await importBusyboxImage(docker);
+    requireDocker();
+    ({ dockerd, docker, image } = await startEngine());
     t = await createTestDatabase('notify');
     dir = mkdtempSync(join(tmpdir(), 'deployer-notify-'));
     receiver = createServer((req, res) => {
@@ -78,10 +75,7 @@ describe.skipIf(unavailable !== null && !IN_CI)('webhooks from the running daemo
   });
 
   afterAll(async () => {
-    if (daemon) {
-      process.kill(daemon.pid, 'SIGTERM');
-      await daemon.exited;
-    }
+    await daemon?.stop();
     receiver?.close();
     await dockerd?.stop();
     await t?.drop();

@@ -11,10 +11,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { busyboxAvailable } from '../support/busybox-image.js';
-import { dockerdAvailable, startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
+import { startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-import { cleanEnv, freePort, IN_CI, pidAlive, ROOT, startCli, waitFor, type CliProcess } from '../support/processes.js';
+import {
+  cleanEnv,
+  DOCKER_UNAVAILABLE,
+  freePort,
+  pidAlive,
+  requireAvailable,
+  ROOT,
+  skipReason,
+  sleep,
+  startCli,
+  waitFor,
+  type BackgroundProcess,
+} from '../support/processes.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -33,8 +44,8 @@ function loadDgram(): { createSocket(type: 'unix_dgram'): DgramSocket } | null {
 }
 
 const dgram = loadDgram();
-const unavailable = dockerdAvailable() ?? busyboxAvailable() ?? (dgram ? null : 'the unix-dgram package is not built');
-if (unavailable !== null && !IN_CI) console.warn(`SKIPPING systemd protocol tests: ${unavailable}`);
+const unavailable = DOCKER_UNAVAILABLE ?? (dgram ? null : 'the unix-dgram package is not built');
+const skip = skipReason('systemd protocol tests', unavailable);
 
 /** A fake systemd: collects every datagram sent to its socket, with arrival times. */
 class FakeSystemd {
@@ -59,15 +70,15 @@ class FakeSystemd {
   }
 }
 
-describe.skipIf(unavailable !== null && !IN_CI)('systemd notify protocol (real datagram socket, real engines)', () => {
+describe.skipIf(skip !== null)('systemd notify protocol (real datagram socket, real engines)', () => {
   let dockerd: PrivateDockerd | undefined;
   let t: TestDatabase;
   let dir: string;
   let systemd: FakeSystemd;
-  let daemon: CliProcess | undefined;
+  let daemon: BackgroundProcess | undefined;
 
   beforeAll(async () => {
-    if (unavailable !== null) throw new Error(`CI must run these tests: ${unavailable}`);
+    requireAvailable(unavailable, 'these tests');
     dockerd = await startPrivateDockerd();
     t = await createTestDatabase('systemd');
     dir = mkdtempSync(join(tmpdir(), 'deployer-sd-'));
@@ -146,11 +157,11 @@ describe.skipIf(unavailable !== null && !IN_CI)('systemd notify protocol (real d
     // The first sweep went through; the next one blocks the event loop for good.
     await waitFor('the second sweep to block', async () => {
       const before = systemd.with('WATCHDOG=1').length;
-      await new Promise((r) => setTimeout(r, 1_500));
+      await sleep(1_500);
       return systemd.with('WATCHDOG=1').length === before;
-    }, 30_000, 0);
+    }, { timeoutMs: 30_000, everyMs: 0 });
     const count = systemd.with('WATCHDOG=1').length;
-    await new Promise((r) => setTimeout(r, 1_500));
+    await sleep(1_500);
     expect(systemd.with('WATCHDOG=1')).toHaveLength(count);
     expect(pidAlive(daemon!.pid)).toBe(true);
   });
@@ -158,10 +169,9 @@ describe.skipIf(unavailable !== null && !IN_CI)('systemd notify protocol (real d
 
 describe('the shipped systemd unit', () => {
   const analyze = '/usr/bin/systemd-analyze';
-  const missing = existsSync(analyze) ? null : `${analyze} not found (Debian package systemd)`;
-  if (missing && !IN_CI) console.warn(`SKIPPING systemd-analyze verify: ${missing}`);
+  const skipAnalyze = skipReason('systemd-analyze verify', existsSync(analyze) ? null : `${analyze} not found (Debian package systemd)`);
 
-  it.skipIf(missing !== null && !IN_CI)('passes systemd-analyze verify and declares notify, watchdog and reload', async () => {
+  it.skipIf(skipAnalyze !== null)('passes systemd-analyze verify and declares notify, watchdog and reload', async () => {
     const unit = join(ROOT, 'deploy/deployer-controller.service');
     const { stderr } = await execFileAsync(analyze, ['verify', unit]);
     expect(stderr.trim()).toBe('');

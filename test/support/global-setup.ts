@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/store/embedded.js';
+import { ROOT } from './processes.js';
+import { makeStateDir } from './state-dir.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -11,8 +12,6 @@ declare module 'vitest' {
     pgAdminUrl: string;
   }
 }
-
-const ROOT = new URL('../../', import.meta.url).pathname;
 
 let server: EmbeddedPostgres | undefined;
 let dir: string | undefined;
@@ -27,9 +26,7 @@ export async function setup(project: TestProject): Promise<void> {
   execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { stdio: 'inherit' });
   let url = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
   if (!url) {
-    dir = mkdtempSync(join(tmpdir(), 'deployer-pg-'));
-    // As root, PostgreSQL runs as the postgres user, which must reach its data directory.
-    chmodSync(dir, 0o755);
+    dir = makeStateDir('deployer-pg-');
     server = await startEmbeddedPostgres(dir);
     url = server.url.replace(/\/[^/]*$/, '/postgres');
   }
