@@ -4,12 +4,11 @@
  * but never answers (a hung engine). `/livez` never depends on either;
  * `/readyz` and `/healthz` say what is wrong; everything answers fast.
  */
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig, type ConfigKey } from '../../src/config.js';
 import { Daemon, prepareDatabase } from '../../src/controller/daemon.js';
 import { createLogger } from '../../src/controller/logger.js';
 import { Metrics } from '../../src/controller/metrics.js';
@@ -17,12 +16,11 @@ import { createDb } from '../../src/store/db.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/store/embedded.js';
 import type { OpenDatabase } from '../../src/store/open.js';
 import { PgStore } from '../../src/store/store.js';
-import { busyboxAvailable } from '../support/busybox-image.js';
-import { dockerdAvailable, startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
-import { freePort, IN_CI, waitFor } from '../support/processes.js';
+import { startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
+import { dockerSkip, freePort, requireDocker, waitFor } from '../support/processes.js';
+import { makeStateDir } from '../support/state-dir.js';
 
-const unavailable = dockerdAvailable() ?? busyboxAvailable();
-if (unavailable !== null && !IN_CI) console.warn(`SKIPPING health endpoint tests: ${unavailable}`);
+const skip = dockerSkip('health endpoint tests');
 
 interface Health {
   status: string;
@@ -47,7 +45,41 @@ function openDb(url: string): OpenDatabase {
   return { db, store: new PgStore(db), description: 'test', url, close: () => db.destroy() };
 }
 
-describe.skipIf(unavailable !== null && !IN_CI)('health endpoints (real Postgres stopped and restarted, private dockerd)', () => {
+/** A daemon serving HTTP, on an embedded Postgres of its own that a test may stop and start again. */
+interface Served {
+  pgDir: string;
+  pg: EmbeddedPostgres;
+  database: OpenDatabase;
+  daemon: Daemon;
+  port: number;
+}
+
+/**
+ * Starts an embedded Postgres in a fresh directory (named after `prefix`),
+ * migrates it, and makes a daemon on it, not started yet, with HTTP on a free
+ * port, a 500ms resync and `overrides`. Stops what it started when a step fails.
+ */
+async function newDaemon(prefix: string, overrides: Partial<Record<ConfigKey, unknown>>): Promise<Served> {
+  const pgDir = makeStateDir(prefix);
+  let pg: EmbeddedPostgres | undefined;
+  let database: OpenDatabase | undefined;
+  try {
+    pg = await startEmbeddedPostgres(pgDir);
+    database = openDb(pg.url);
+    await prepareDatabase(database, createLogger('silent'), undefined, false);
+    const port = await freePort();
+    const config = loadConfig({ env: {}, file: emptyConfig(pgDir), overrides: { metricsAddress: `127.0.0.1:${port}`, resync: '500ms', ...overrides } });
+    const daemon = new Daemon({ config, logger: createLogger('silent'), database, metrics: new Metrics({ processMetrics: false }), http: true });
+    return { pgDir, pg, database, daemon, port };
+  } catch (err) {
+    await database?.close();
+    await pg?.stop();
+    rmSync(pgDir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+describe.skipIf(skip !== null)('health endpoints (real Postgres stopped and restarted, private dockerd)', () => {
   let dockerd: PrivateDockerd | undefined;
   let pgDir: string;
   let pg: EmbeddedPostgres | undefined;
@@ -56,20 +88,9 @@ describe.skipIf(unavailable !== null && !IN_CI)('health endpoints (real Postgres
   let port: number;
 
   beforeAll(async () => {
-    if (unavailable !== null) throw new Error(`CI must run these tests: ${unavailable}`);
+    requireDocker();
     dockerd = await startPrivateDockerd();
-    pgDir = mkdtempSync(join(tmpdir(), 'deployer-health-'));
-    chmodSync(pgDir, 0o755);
-    pg = await startEmbeddedPostgres(pgDir);
-    database = openDb(pg.url);
-    await prepareDatabase(database, createLogger('silent'), undefined, false);
-    port = await freePort();
-    const config = loadConfig({
-      env: {},
-      file: emptyConfig(pgDir),
-      overrides: { metricsAddress: `127.0.0.1:${port}`, resync: '500ms', dockerHost: dockerd.dockerHost, leaseDuration: '3s' },
-    });
-    daemon = new Daemon({ config, logger: createLogger('silent'), database, metrics: new Metrics({ processMetrics: false }), http: true });
+    ({ pgDir, pg, database, daemon, port } = await newDaemon('deployer-health-', { dockerHost: dockerd.dockerHost, leaseDuration: '3s' }));
     await daemon.start();
     await daemon.firstSweepDone();
   });
@@ -133,18 +154,7 @@ describe('health endpoints with a hung Docker engine', () => {
     });
     await new Promise<void>((resolve) => hung.listen(0, '127.0.0.1', resolve));
     const hungPort = (hung.address() as { port: number }).port;
-    pgDir = mkdtempSync(join(tmpdir(), 'deployer-hung-'));
-    chmodSync(pgDir, 0o755);
-    pg = await startEmbeddedPostgres(pgDir);
-    database = openDb(pg.url);
-    await prepareDatabase(database, createLogger('silent'), undefined, false);
-    port = await freePort();
-    const config = loadConfig({
-      env: {},
-      file: emptyConfig(pgDir),
-      overrides: { metricsAddress: `127.0.0.1:${port}`, resync: '500ms', dockerHost: `tcp://127.0.0.1:${hungPort}`, runtimeTimeout: '60s' },
-    });
-    daemon = new Daemon({ config, logger: createLogger('silent'), database, metrics: new Metrics({ processMetrics: false }), http: true });
+    ({ pgDir, pg, database, daemon, port } = await newDaemon('deployer-hung-', { dockerHost: `tcp://127.0.0.1:${hungPort}`, runtimeTimeout: '60s' }));
     await daemon.start();
   });
 
