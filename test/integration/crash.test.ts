@@ -17,30 +17,12 @@ import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { DeploymentRow } from '../../src/store/schema.js';
 import { LABELS, type Phase } from '../../src/types.js';
+import { startEngine, type Engine } from '../support/engine.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-import {
-  announceSkip,
-  buildCli,
-  containersOf,
-  daemonEnv,
-  describeRows,
-  healthySpec,
-  insertDeployment,
-  killChildren,
-  nameOf,
-  reasonsOf,
-  removeManaged,
-  row,
-  skipWithoutDocker,
-  spawnDaemon,
-  startEngine,
-  waitFor,
-  type ChildDaemon,
-  type CliBuild,
-  type Engine,
-} from '../support/rollout-helpers.js';
+import { dockerSkip, killChildren, requireDocker, startCli, waitFor, type BackgroundProcess } from '../support/processes.js';
+import { containersOf, daemonEnv, describeRows, healthySpec, insertDeployment, nameOf, reasonsOf, removeManaged, row } from '../support/rollout-helpers.js';
 
-announceSkip('crash (failpoint) tests');
+const skip = dockerSkip('crash (failpoint) tests');
 
 /** Every failpoint the rollout reconciler has, in rollout order. */
 const FAILPOINTS = [
@@ -108,9 +90,8 @@ function tally(reasons: readonly string[]): Record<string, number> {
   return counts;
 }
 
-describe.skipIf(skipWithoutDocker)('kill -9 at every phase boundary, then restart', { timeout: 120_000 }, () => {
+describe.skipIf(skip !== null)('kill -9 at every phase boundary, then restart', { timeout: 120_000 }, () => {
   let engine: Engine | undefined;
-  let build: CliBuild | undefined;
   let docker: Docker;
   let stateDir: string;
   let reference: Outcome;
@@ -124,17 +105,17 @@ describe.skipIf(skipWithoutDocker)('kill -9 at every phase boundary, then restar
     const started = Date.now();
     const service = failpoint ? failpoint.replace(/[:_]/g, '-') : 'reference';
     const db: TestDatabase = await createTestDatabase(`crash_${service}`);
-    const daemons: ChildDaemon[] = [];
+    const daemons: BackgroundProcess[] = [];
     const env = (extra: Record<string, string> = {}) =>
       daemonEnv(db.url, engine!.dockerd.dockerHost, stateDir, { DEPLOYER_HEARTBEAT_TIMEOUT: '60s', ...extra });
     const start = (extra?: Record<string, string>) => {
-      const daemon = spawnDaemon(build!.cli, env(extra));
+      const daemon = startCli(['run'], env(extra));
       daemons.push(daemon);
       return daemon;
     };
     const r1 = `shop.${service}.r1`;
     const r2 = `shop.${service}.r2`;
-    const context = (daemon: ChildDaemon) => async () => `[${failpoint ?? 'reference'}]\n${await describeRows(db.db, [r1, r2])}\n${daemon.tail()}`;
+    const context = (daemon: BackgroundProcess) => async () => `[${failpoint ?? 'reference'}]\n${await describeRows(db.db, [r1, r2])}\n${daemon.tail()}`;
     const listed = async (id: string) => (await containersOf(docker, id)).map((c) => ({ name: nameOf(c), state: c.State }));
     try {
       await insertDeployment(db.db, { service, revision: 1, spec: healthySpec() });
@@ -185,14 +166,10 @@ describe.skipIf(skipWithoutDocker)('kill -9 at every phase boundary, then restar
   }
 
   beforeAll(async () => {
-    const building = buildCli();
-    engine = await startEngine().catch(async (err: unknown) => {
-      (await building.catch(() => undefined))?.remove();
-      throw err;
-    });
+    requireDocker();
+    engine = await startEngine();
     docker = engine.docker;
     stateDir = mkdtempSync(join(tmpdir(), 'crash-test-'));
-    build = await building;
     reference = await run();
     console.info(`uninterrupted reference run: ${reference.ms} ms`);
   }, 180_000);
@@ -200,7 +177,6 @@ describe.skipIf(skipWithoutDocker)('kill -9 at every phase boundary, then restar
   afterAll(async () => {
     killChildren();
     await engine?.dockerd.stop();
-    build?.remove();
     if (stateDir) rmSync(stateDir, { recursive: true, force: true });
   }, 60_000);
 

@@ -15,58 +15,45 @@ import type { ConfigKey } from '../../src/config.js';
 import { scopedVolumeName } from '../../src/reconcilers/rollout.js';
 import type { DeploymentRow } from '../../src/store/schema.js';
 import { LABELS } from '../../src/types.js';
+import { startEngine, type Engine } from '../support/engine.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { cleanEnv, dockerSkip, killChildren, requireDocker, runCli, waitFor } from '../support/processes.js';
 import {
-  announceSkip,
-  buildCli,
-  cliEnv,
   containersOf,
   describeRows,
   eventsOf,
   healthySpec,
   IMAGE,
   insertDeployment,
-  killChildren,
   nameOf,
   reasonsOf,
   removeManaged,
   rollbacksOf,
   row,
-  runCli,
   runningNames,
-  skipWithoutDocker,
   startDaemon,
-  startEngine,
   volumeExists,
-  waitFor,
-  type CliBuild,
-  type Engine,
   type SpecJson,
   type TestDaemon,
 } from '../support/rollout-helpers.js';
 
-announceSkip('rollout integration tests');
+const skip = dockerSkip('rollout integration tests');
 
 /** The events of an uninterrupted rollout of a first revision, in order. */
 const ROLLOUT_REASONS = ['RolloutStarted', 'Creating', 'Starting', 'HealthCheck', 'Activating', 'Activated', 'RolloutComplete'];
 
-describe.skipIf(skipWithoutDocker)('rollouts (real Postgres, private dockerd)', { timeout: 90_000 }, () => {
+describe.skipIf(skip !== null)('rollouts (real Postgres, private dockerd)', { timeout: 90_000 }, () => {
   let engine: Engine | undefined;
-  let build: CliBuild | undefined;
   let docker: Docker;
   let tmp: string;
   let t: TestDatabase | undefined;
   let d: TestDaemon | undefined;
 
   beforeAll(async () => {
-    const building = buildCli();
-    engine = await startEngine().catch(async (err: unknown) => {
-      (await building.catch(() => undefined))?.remove();
-      throw err;
-    });
+    requireDocker();
+    engine = await startEngine();
     docker = engine.docker;
     tmp = mkdtempSync(join(tmpdir(), 'rollout-test-'));
-    build = await building;
   }, 120_000);
 
   afterEach(async () => {
@@ -81,7 +68,6 @@ describe.skipIf(skipWithoutDocker)('rollouts (real Postgres, private dockerd)', 
   afterAll(async () => {
     killChildren();
     await engine?.dockerd.stop();
-    build?.remove();
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   }, 60_000);
 
@@ -118,7 +104,7 @@ describe.skipIf(skipWithoutDocker)('rollouts (real Postgres, private dockerd)', 
   }
 
   function env(db: TestDatabase) {
-    return cliEnv({ DATABASE_URL: db.url, DOCKER_HOST: engine!.dockerd.dockerHost, DEPLOYER_STATE_DIR: join(tmp, 'state') });
+    return cleanEnv({ DATABASE_URL: db.url, DOCKER_HOST: engine!.dockerd.dockerHost, DEPLOYER_STATE_DIR: join(tmp, 'state') });
   }
 
   // -------------------------------------------------------------------------
@@ -394,7 +380,7 @@ describe.skipIf(skipWithoutDocker)('rollouts (real Postgres, private dockerd)', 
     await daemon.waitSweeps(4);
     expect((await row(db.db, id)).version - waiting.version).toBeLessThanOrEqual(1);
 
-    const cancelled = await runCli(build!.cli, ['cancel', id], env(db));
+    const cancelled = await runCli(['cancel', id], env(db));
     expect(cancelled).toMatchObject({ code: 0, stderr: '', stdout: `deployment ${id} cancelled (was deploying)\n` });
     const r = await row(db.db, id);
     expect(r.status).toBe('cancelled');
@@ -411,7 +397,7 @@ describe.skipIf(skipWithoutDocker)('rollouts (real Postgres, private dockerd)', 
 
     const active = await insertDeployment(db.db, { revision: 2, spec: healthySpec() });
     await rolledOut(active);
-    const refused = await runCli(build!.cli, ['cancel', active], env(db));
+    const refused = await runCli(['cancel', active], env(db));
     expect(refused.code).toBe(1);
     expect(refused.stdout).toBe('');
     expect(refused.stderr.trim().split('\n')).toHaveLength(1);
@@ -472,7 +458,7 @@ describe.skipIf(skipWithoutDocker)('rollouts (real Postgres, private dockerd)', 
     };
 
     // Default: the previously active revision (1).
-    const back = await runCli(build!.cli, ['rollback', 'shop/web'], env(db));
+    const back = await runCli(['rollback', 'shop/web'], env(db));
     expect(back).toMatchObject({ code: 0, stderr: '' });
     expect(back.stdout).toBe('shop/web: revision 3 (shop.web.r3) created with the spec of revision 1, pending\n');
     const [started] = await rollbacksOf(db.db);
@@ -486,7 +472,7 @@ describe.skipIf(skipWithoutDocker)('rollouts (real Postgres, private dockerd)', 
     expect(await reasonsOf(db.db, 'shop.web.r3')).toContain('RollbackCompleted');
 
     // Explicit: --to-revision 2.
-    const to2 = await runCli(build!.cli, ['rollback', 'shop/web', '--to-revision', '2'], env(db));
+    const to2 = await runCli(['rollback', 'shop/web', '--to-revision', '2'], env(db));
     expect(to2).toMatchObject({ code: 0, stderr: '', stdout: 'shop/web: revision 4 (shop.web.r4) created with the spec of revision 2, pending\n' });
     const second = (await rollbacksOf(db.db)).find((r) => r.to_deployment_id === 'shop.web.r4');
     expect(second).toMatchObject({ from_deployment_id: 'shop.web.r3', status: 'in_progress' });
@@ -499,7 +485,7 @@ describe.skipIf(skipWithoutDocker)('rollouts (real Postgres, private dockerd)', 
       context: context('shop.web.r3', 'shop.web.r4'),
     });
 
-    const missing = await runCli(build!.cli, ['rollback', 'shop/web', '--to-revision', '9'], env(db));
+    const missing = await runCli(['rollback', 'shop/web', '--to-revision', '9'], env(db));
     expect(missing.code).toBe(1);
     expect(missing.stderr.trim().split('\n')).toHaveLength(1);
     expect(missing.stderr).toContain('has no revision 9');

@@ -1,16 +1,12 @@
 /**
  * Helpers of the rollout integration suites (issue 3): deployment rows
  * inserted with plain kysely (as a platform would with SQL), the daemon run
- * in-process or as the built CLI in a child process, and reads of what the
- * PRIVATE engine of `dockerd.ts` holds. Every wait polls with a deadline and
- * fails with the daemon's recent log lines; nothing sleeps to assert.
+ * in-process (or the environment of the built CLI daemon, which
+ * `processes.ts` starts), and reads of what the PRIVATE engine of `dockerd.ts`
+ * holds. Every wait polls with a deadline and fails with the daemon's recent
+ * log lines; nothing sleeps to assert.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import type { Kysely } from 'kysely';
 import { loadConfig, type ConfigKey } from '../../src/config.js';
 import { Daemon } from '../../src/controller/daemon.js';
@@ -19,50 +15,15 @@ import { Metrics } from '../../src/controller/metrics.js';
 import { openDatabase, type OpenDatabase } from '../../src/store/open.js';
 import type { Database, DeploymentRow, EventRow } from '../../src/store/schema.js';
 import { LABELS, type DeploymentStatus } from '../../src/types.js';
-import { busyboxAvailable, importBusyboxImage, BUSYBOX_IMAGE } from './busybox-image.js';
-import { dockerdAvailable, startPrivateDockerd, type PrivateDockerd } from './dockerd.js';
-
-const execFileAsync = promisify(execFile);
-
-/** The repository root. */
-export const ROOT = new URL('../../', import.meta.url).pathname;
+import { BUSYBOX_IMAGE } from './busybox-image.js';
+import { cleanEnv, waitFor } from './processes.js';
 
 /** The test image, imported offline into the private engine. */
 export const IMAGE = BUSYBOX_IMAGE;
 
-/** Why a private dockerd cannot run here, or null. */
-export const dockerUnavailable = dockerdAvailable() ?? busyboxAvailable();
-export const inCi = !['', '0', 'false'].includes((process.env.CI ?? '').trim().toLowerCase());
-/** Skip (loudly) only outside CI: in CI a missing engine is a failure. */
-export const skipWithoutDocker = dockerUnavailable !== null && !inCi;
-
-/** Says loudly why `suite` is skipped. */
-export function announceSkip(suite: string): void {
-  if (skipWithoutDocker) console.warn(`SKIPPING ${suite} (they need a private dockerd): ${dockerUnavailable}`);
-}
-
 // ---------------------------------------------------------------------------
-// Engine
+// The private engine
 // ---------------------------------------------------------------------------
-
-/** A private dockerd with the busybox image imported. */
-export interface Engine {
-  dockerd: PrivateDockerd;
-  docker: Docker;
-}
-
-export async function startEngine(): Promise<Engine> {
-  if (dockerUnavailable !== null) throw new Error(`CI must be able to run a private dockerd: ${dockerUnavailable}`);
-  const dockerd = await startPrivateDockerd();
-  const docker = new Docker({ socketPath: dockerd.socketPath });
-  try {
-    await importBusyboxImage(docker);
-  } catch (err) {
-    await dockerd.stop();
-    throw err;
-  }
-  return { dockerd, docker };
-}
 
 /** The containers (running or not) labelled with `deploymentId`, by name. */
 export async function containersOf(docker: Docker, deploymentId: string): Promise<Docker.ContainerInfo[]> {
@@ -175,42 +136,6 @@ export async function rollbacksOf(db: Kysely<Database>, project = 'shop', servic
   return db.selectFrom('rollbacks').selectAll().where('project', '=', project).where('service', '=', service).orderBy('started_at').execute();
 }
 
-// ---------------------------------------------------------------------------
-// Waiting
-// ---------------------------------------------------------------------------
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/**
- * Polls `check` until it returns something other than undefined/false, or
- * fails after `timeoutMs` naming `what`, the last error and `context()`.
- */
-export async function waitFor<T>(
-  what: string,
-  check: () => Promise<T | undefined | false> | T | undefined | false,
-  options: { timeoutMs?: number; context?: () => string | Promise<string> } = {},
-): Promise<T> {
-  const timeoutMs = options.timeoutMs ?? 30_000;
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined && value !== false) return value;
-      lastError = undefined;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      const context = options.context ? await options.context() : '';
-      throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}${context ? `\n${context}` : ''}`);
-    }
-    await sleep(100);
-  }
-}
-
 /** Describes a row for failure messages. */
 export async function describeRows(db: Kysely<Database>, ids: readonly string[]): Promise<string> {
   const rows = await db.selectFrom('deployments').select(['id', 'status', 'phase', 'attempts', 'owner', 'status_reason', 'progress']).where('id', 'in', [...ids]).execute();
@@ -295,48 +220,12 @@ export async function startDaemon(databaseUrl: string, dockerHost: string, overr
 }
 
 // ---------------------------------------------------------------------------
-// The built CLI, in a child process
+// The built CLI daemon, in a child process (see `startCli`)
 // ---------------------------------------------------------------------------
-
-/** A build of the CLI of its own (so that suites building at once never read each other's half-written files). */
-export interface CliBuild {
-  /** Path of `main.js`. */
-  cli: string;
-  dir: string;
-  remove(): void;
-}
-
-/**
- * Builds `src` with `tsconfig.build.json` into a private directory holding
- * `dist/`, a copy of `package.json` (the CLI reads its version from it) and a
- * link to the repository's `node_modules`.
- */
-export async function buildCli(): Promise<CliBuild> {
-  const dir = mkdtempSync(join(tmpdir(), 'deployer-cli-'));
-  try {
-    await execFileAsync(join(ROOT, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.build.json', '--outDir', join(dir, 'dist')], { cwd: ROOT });
-  } catch (err) {
-    rmSync(dir, { recursive: true, force: true });
-    throw new Error(`build failed: ${(err as { stdout?: string }).stdout ?? (err as Error).message}`);
-  }
-  copyFileSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
-  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-  return { cli: join(dir, 'dist/cli/main.js'), dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-/**
- * The environment of every CLI run: nothing inherited but PATH and HOME, so
- * neither the runner's DATABASE_URL nor its DOCKER_HOST leaks in.
- */
-export function cliEnv(extra: Record<string, string | undefined>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', LC_ALL: 'C' };
-  for (const [key, value] of Object.entries(extra)) if (value !== undefined) env[key] = value;
-  return env;
-}
 
 /** The daemon's environment for a test database and the private engine. */
 export function daemonEnv(databaseUrl: string, dockerHost: string, stateDir: string, extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
-  return cliEnv({
+  return cleanEnv({
     DATABASE_URL: databaseUrl,
     DOCKER_HOST: dockerHost,
     DEPLOYER_CONTAINER_NETWORK: 'none',
@@ -347,96 +236,4 @@ export function daemonEnv(databaseUrl: string, dockerHost: string, stateDir: str
     DEPLOYER_LOG_LEVEL: 'info',
     ...extra,
   });
-}
-
-export interface CliResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Pids of CLI children still running: the suites kill these (and only these) when they end. */
-export const childPids = new Set<number>();
-
-/** Runs `node <cli> ...args` to its end (SIGKILL by pid after `timeoutMs`). */
-export function runCli(cli: string, args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const pid = child.pid;
-    if (pid !== undefined) childPids.add(pid);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      if (pid !== undefined) process.kill(pid, 'SIGKILL');
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (pid !== undefined) childPids.delete(pid);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
-
-/** A daemon (`run`) in a child process. */
-export interface ChildDaemon {
-  child: ChildProcess;
-  pid: number;
-  output(): string;
-  /** The last lines of its output, for failure messages. */
-  tail(lines?: number): string;
-  /** Resolves when it has exited. */
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** SIGTERM, then SIGKILL after `graceMs`; resolves with how it ended. */
-  stop(graceMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-export function spawnDaemon(cli: string, env: NodeJS.ProcessEnv): ChildDaemon {
-  const child = spawn(process.execPath, [cli, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  if (child.pid === undefined) throw new Error('daemon did not start');
-  const pid = child.pid;
-  childPids.add(pid);
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => {
-      childPids.delete(pid);
-      resolve({ code, signal });
-    });
-  });
-  const running = () => child.exitCode === null && child.signalCode === null;
-  return {
-    child,
-    pid,
-    exited,
-    output: () => out,
-    tail: (lines = 30) => `--- daemon ${pid} output (last ${lines} lines) ---\n${out.trimEnd().split('\n').slice(-lines).join('\n')}`,
-    async stop(graceMs = 20_000) {
-      if (running()) process.kill(pid, 'SIGTERM');
-      const timer = setTimeout(() => {
-        if (running()) process.kill(pid, 'SIGKILL');
-      }, graceMs);
-      try {
-        return await exited;
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-  };
-}
-
-/** Kills (by pid) the CLI children this process started that are still running. */
-export function killChildren(): void {
-  for (const pid of childPids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  childPids.clear();
 }
