@@ -8,10 +8,10 @@
  * Skipped loudly when this machine cannot run a private dockerd, except in CI,
  * where it fails instead.
  */
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, type ConfigKey } from '../../src/config.js';
@@ -28,9 +28,10 @@ import { acquireLease } from '../../src/store/leases.js';
 import { migrateUp } from '../../src/store/migrate.js';
 import type { OpenDatabase } from '../../src/store/open.js';
 import { PgStore, type Fence, type Store } from '../../src/store/store.js';
-import { busyboxAvailable, importBusyboxImage } from '../support/busybox-image.js';
-import { dockerdAvailable, startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
+import type { PrivateDockerd } from '../support/dockerd.js';
+import { startEngine } from '../support/engine.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { dockerSkip, requireDocker, waitFor } from '../support/processes.js';
 import {
   ago,
   allEvents,
@@ -47,22 +48,18 @@ import {
   portOf,
   TcpForwarder,
   volumeNames,
-  waitFor,
   wipeEngine,
   withPort,
 } from '../support/seed.js';
+import { makeStateDir } from '../support/state-dir.js';
 
-const unavailable = dockerdAvailable() ?? busyboxAvailable();
-const inCi = !['', '0', 'false'].includes((process.env.CI ?? '').trim().toLowerCase());
-if (unavailable !== null && !inCi) {
-  console.warn(`SKIPPING sweep integration tests (real Postgres + private dockerd): ${unavailable}`);
-}
+const skip = dockerSkip('sweep integration tests (real Postgres + private dockerd)');
 
 const ACTOR = 'test-instance';
 /** orphanGrace of the base config: the world below needs an "old" and a "fresh" unknown container on either side of it. */
 const GRACE_MS = 2_000;
 
-describe.skipIf(unavailable !== null && !inCi)('sweep against real Postgres and a private dockerd', { timeout: 60_000 }, () => {
+describe.skipIf(skip !== null)('sweep against real Postgres and a private dockerd', { timeout: 60_000 }, () => {
   let dockerd: PrivateDockerd | undefined;
   let docker: Docker;
   let image: string;
@@ -71,7 +68,7 @@ describe.skipIf(unavailable !== null && !inCi)('sweep against real Postgres and 
   let configFile: string;
 
   beforeAll(async () => {
-    if (unavailable !== null) throw new Error(`CI must be able to run a private dockerd: ${unavailable}`);
+    requireDocker();
     dir = mkdtempSync(join(tmpdir(), 'deployer-sweep-'));
     configFile = join(dir, 'config.yaml');
     writeFileSync(
@@ -87,14 +84,12 @@ describe.skipIf(unavailable !== null && !inCi)('sweep against real Postgres and 
         '',
       ].join('\n'),
     );
-    const [engine, pg] = await Promise.allSettled([startPrivateDockerd(), createTestDatabase('sweep')]);
+    const [engine, pg] = await Promise.allSettled([startEngine(), createTestDatabase('sweep')]);
     // Keep whichever started, so that afterAll stops it even when the other failed.
-    if (engine.status === 'fulfilled') dockerd = engine.value;
+    if (engine.status === 'fulfilled') ({ dockerd, docker, image } = engine.value);
     if (pg.status === 'fulfilled') database = pg.value;
     if (engine.status === 'rejected') throw engine.reason;
     if (pg.status === 'rejected') throw pg.reason;
-    docker = new Docker({ socketPath: engine.value.socketPath });
-    image = await importBusyboxImage(docker);
   }, 120_000);
 
   afterAll(async () => {
@@ -476,8 +471,7 @@ describe.skipIf(unavailable !== null && !inCi)('sweep against real Postgres and 
     let open: OpenDatabase;
 
     beforeAll(async () => {
-      pgDir = mkdtempSync(join(tmpdir(), 'deployer-sweep-pg-'));
-      chmodSync(pgDir, 0o755); // as root, PostgreSQL runs as the postgres user, which must reach its data
+      pgDir = makeStateDir('deployer-sweep-pg-');
       server = await startEmbeddedPostgres(pgDir);
       forwarder = new TcpForwarder();
       url = withPort(server.url, await forwarder.listen(portOf(server.url)));
@@ -580,14 +574,14 @@ describe.skipIf(unavailable !== null && !inCi)('sweep against real Postgres and 
       const errors = async () => (await metricValue(metrics, 'deployer_reconcile_total', { reconciler: 'sweep', result: 'error' })) ?? 0;
       try {
         await daemon.start();
-        await waitFor('the first sweep', async () => ((await metricValue(metrics, 'deployer_last_sweep_timestamp_seconds')) ?? 0) > 0);
+        await waitFor('the first sweep', async () => ((await metricValue(metrics, 'deployer_last_sweep_timestamp_seconds')) ?? 0) > 0, 15_000);
         expect(await up()).toBe(1);
         expect(await metricValue(metrics, 'deployer_leader')).toBe(1);
 
         await stop();
         await createContainer(docker, image, { name: 'c-unknown', deploymentId: 'dep-unknown' });
-        await waitFor('deployer_up{dependency="database"} to drop to 0', async () => (await up()) === 0);
-        await waitFor('two failed sweeps', async () => (await errors()) >= 2);
+        await waitFor('deployer_up{dependency="database"} to drop to 0', async () => (await up()) === 0, 15_000);
+        await waitFor('two failed sweeps', async () => (await errors()) >= 2, 15_000);
         expect(await containerNames(docker)).toEqual(['c-live', 'c-unknown']);
         expect(log.withMsg('reconcile failed; retrying').length).toBeGreaterThanOrEqual(2);
         expect(log.withMsg('reconcile failed; retrying')[0]).toMatchObject({ level: 'error', err: expect.objectContaining({ message: expect.any(String) }) });

@@ -10,6 +10,7 @@ import {
   type NotificationDeployment,
   type NotifierOptions,
 } from '../../src/controller/notifications.js';
+import { freePort, waitFor } from '../support/processes.js';
 
 /**
  * Webhook delivery against real HTTP receivers on 127.0.0.1: what an operator's
@@ -92,23 +93,6 @@ class Receiver {
     this.server = undefined;
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-}
-
-/** A loopback port with nothing listening on it. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-async function waitFor(what: string, predicate: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
 
@@ -198,7 +182,7 @@ describe('webhooks (real HTTP receiver on 127.0.0.1)', () => {
   });
 
   it('a receiver that is down: the delivery is dropped after the tries, counted and logged', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const { notifier: n, count, logs } = notifier([{ url: `http://127.0.0.1:${port}/hook`, secret: SECRET }], {
       retry: { tries: 3, baseMs: 20, maxMs: 50 },
     });
