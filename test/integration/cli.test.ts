@@ -5,65 +5,37 @@
  * Skipped loudly when this machine cannot run a private dockerd, except in CI,
  * where it fails instead.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { busyboxAvailable, importBusyboxImage } from '../support/busybox-image.js';
-import { dockerdAvailable, startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
+import type { PrivateDockerd } from '../support/dockerd.js';
+import { startEngine } from '../support/engine.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import {
+  cleanEnv,
+  dockerSkip,
+  freePort,
+  killChildren,
+  pidAlive,
+  requireDocker,
+  ROOT,
+  runCli,
+  startCli,
+  waitFor,
+  type BackgroundProcess,
+} from '../support/processes.js';
+import { makeStateDir } from '../support/state-dir.js';
 
-const execFileAsync = promisify(execFile);
-
-const ROOT = new URL('../../', import.meta.url).pathname;
-const CLI = join(ROOT, 'dist/cli/main.js');
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
-const unavailable = dockerdAvailable() ?? busyboxAvailable();
-const inCi = !['', '0', 'false'].includes((process.env.CI ?? '').trim().toLowerCase());
-if (unavailable !== null && !inCi) {
-  console.warn(`SKIPPING deployerctl CLI tests (they need a private dockerd): ${unavailable}`);
-}
+const skip = dockerSkip('deployerctl CLI tests');
 
-interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * The environment of every CLI run: nothing inherited but PATH and HOME, so
- * neither the test runner's DATABASE_URL nor its DOCKER_HOST leaks in.
- */
-function baseEnv(extra: Record<string, string | undefined>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', LC_ALL: 'C' };
-  for (const [key, value] of Object.entries(extra)) if (value !== undefined) env[key] = value;
-  return env;
-}
-
-/** Runs `node dist/cli/main.js ...args` to its end (SIGKILL by pid after `timeoutMs`). */
-function cli(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 45_000): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
+/** Runs the built CLI to its end (SIGKILL by pid after 45 s). */
+function cli(args: readonly string[], env: NodeJS.ProcessEnv) {
+  return runCli(args, env, 45_000);
 }
 
 /** Stderr as its non-empty lines. */
@@ -71,68 +43,26 @@ function lines(text: string): string[] {
   return text.split('\n').filter((l) => l.trim() !== '');
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls `check` until it returns a value, or fails with `what` and the daemon's output. */
-async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>, context: () => string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${context()}`);
-    await sleep(200);
-  }
-}
-
 async function get(url: string): Promise<{ status: number; body: string }> {
   const res = await fetch(url, { signal: AbortSignal.timeout(3_000) });
   return { status: res.status, body: await res.text() };
 }
 
-describe.skipIf(unavailable !== null && !inCi)('deployerctl', { timeout: 90_000 }, () => {
+describe.skipIf(skip !== null)('deployerctl', { timeout: 90_000 }, () => {
   let dockerd: PrivateDockerd | undefined;
   let docker: Docker;
   let image: string;
   let tmp: string;
 
   beforeAll(async () => {
-    if (unavailable !== null) throw new Error(`CI must be able to run a private dockerd: ${unavailable}`);
-    // Test what a user runs: the built CLI, built from the current sources.
-    const build = execFileAsync(join(ROOT, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.build.json'], { cwd: ROOT }).catch(
-      (err: { stdout?: string; message: string }) => {
-        throw new Error(`build failed: ${err.stdout ?? err.message}`);
-      },
-    );
-    dockerd = await startPrivateDockerd();
-    docker = new Docker({ socketPath: dockerd.socketPath });
-    image = await importBusyboxImage(docker);
+    requireDocker();
+    // Test what a user runs: the built CLI (global-setup.ts builds it from the current sources).
+    ({ dockerd, docker, image } = await startEngine());
     tmp = mkdtempSync(join(tmpdir(), 'deployerctl-test-'));
-    await build;
   }, 120_000);
 
   afterAll(async () => {
+    killChildren();
     await dockerd?.stop();
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   }, 60_000);
@@ -172,7 +102,7 @@ describe.skipIf(unavailable !== null && !inCi)('deployerctl', { timeout: 90_000 
   }
 
   describe('without a database', () => {
-    const env = () => baseEnv({ DEPLOYER_STATE_DIR: join(tmp, 'unused-state') });
+    const env = () => cleanEnv({ DEPLOYER_STATE_DIR: join(tmp, 'unused-state') });
 
     it('version prints the package version', async () => {
       const r = await cli(['version'], env());
@@ -221,7 +151,7 @@ describe.skipIf(unavailable !== null && !inCi)('deployerctl', { timeout: 90_000 
 
   describe('configuration errors', () => {
     const env = (extra: Record<string, string> = {}) =>
-      baseEnv({ DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none', DEPLOYER_STATE_DIR: join(tmp, 'unused-state'), ...extra });
+      cleanEnv({ DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none', DEPLOYER_STATE_DIR: join(tmp, 'unused-state'), ...extra });
 
     it('a bad environment value exits non-zero with one line naming the key', async () => {
       const r = await cli(['plan'], env({ DEPLOYER_STUCK_TIMEOUT: 'soon' }));
@@ -283,7 +213,7 @@ describe.skipIf(unavailable !== null && !inCi)('deployerctl', { timeout: 90_000 
     });
 
     it('status, up, up again, down', async () => {
-      const env = baseEnv({ DATABASE_URL: t.url, DEPLOYER_STATE_DIR: join(tmp, 'unused-state') });
+      const env = cleanEnv({ DATABASE_URL: t.url, DEPLOYER_STATE_DIR: join(tmp, 'unused-state') });
       const pending = await cli(['migrate', 'status'], env);
       expect(pending).toMatchObject({ code: 0, stdout: '0001-initial\tpending\n' });
 
@@ -300,7 +230,7 @@ describe.skipIf(unavailable !== null && !inCi)('deployerctl', { timeout: 90_000 
     });
 
     it('an unreachable database is a one-line error', async () => {
-      const r = await cli(['migrate', 'status'], baseEnv({ DATABASE_URL: 'postgres://nobody:secret@127.0.0.1:1/none' }));
+      const r = await cli(['migrate', 'status'], cleanEnv({ DATABASE_URL: 'postgres://nobody:secret@127.0.0.1:1/none' }));
       expect(r.code).toBe(1);
       expect(lines(r.stderr)).toHaveLength(1);
       expect(r.stderr).not.toContain('secret');
@@ -320,7 +250,7 @@ describe.skipIf(unavailable !== null && !inCi)('deployerctl', { timeout: 90_000 
 
     beforeAll(async () => {
       t = await createTestDatabase('cli');
-      env = baseEnv({
+      env = cleanEnv({
         DATABASE_URL: t.url,
         DOCKER_HOST: dockerd!.dockerHost,
         DEPLOYER_STATE_DIR: join(tmp, 'unused-state'),
@@ -443,18 +373,15 @@ describe.skipIf(unavailable !== null && !inCi)('deployerctl', { timeout: 90_000 
 
   describe('embedded default (no DATABASE_URL)', () => {
     let stateDir: string;
-    let daemon: ChildProcess | undefined;
-    let daemonOut = '';
+    let daemon: BackgroundProcess | undefined;
     let postgresPid: number | undefined;
     let port: number;
     let env: NodeJS.ProcessEnv;
 
     beforeAll(async () => {
-      stateDir = mkdtempSync(join(tmpdir(), 'deployer-state-'));
-      // As root the embedded PostgreSQL runs as the postgres user, which must reach its data directory.
-      chmodSync(stateDir, 0o755);
+      stateDir = makeStateDir('deployer-state-');
       port = await freePort();
-      env = baseEnv({
+      env = cleanEnv({
         DOCKER_HOST: dockerd!.dockerHost,
         DEPLOYER_STATE_DIR: stateDir,
         DEPLOYER_METRICS_ADDRESS: `127.0.0.1:${port}`,
@@ -465,30 +392,28 @@ describe.skipIf(unavailable !== null && !inCi)('deployerctl', { timeout: 90_000 
 
     afterAll(async () => {
       // Only what this file started: the daemon child and the PostgreSQL it started, by pid.
-      if (daemon?.pid !== undefined && daemon.exitCode === null && daemon.signalCode === null) process.kill(daemon.pid, 'SIGKILL');
+      daemon?.kill();
       if (postgresPid !== undefined && pidAlive(postgresPid)) process.kill(postgresPid, 'SIGKILL');
       if (stateDir) rmSync(stateDir, { recursive: true, force: true });
     }, 30_000);
 
-    const context = () => `--- daemon output ---\n${daemonOut.split('\n').slice(-30).join('\n')}`;
+    const context = () => daemon?.tail(30) ?? '(daemon not started)';
 
     it('run starts the embedded PostgreSQL and serves /livez, /metrics and /healthz', async () => {
-      const child = spawn(process.execPath, [CLI, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = startCli(['run'], env);
       daemon = child;
-      child.stdout?.on('data', (d: Buffer) => (daemonOut += d.toString()));
-      child.stderr?.on('data', (d: Buffer) => (daemonOut += d.toString()));
       const base = `http://127.0.0.1:${port}`;
 
-      await waitFor('GET /livez to answer 200', 60_000, async () => {
-        if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}\n${context()}`);
-        return (await get(`${base}/livez`)).status === 200 ? true : undefined;
-      }, context);
+      await waitFor('GET /livez to answer 200', async () => {
+        if (!child.running()) throw new Error(`daemon exited with ${child.child.exitCode}`);
+        return (await get(`${base}/livez`)).status === 200;
+      }, { timeoutMs: 60_000, context });
 
-      const metrics = await waitFor('a completed sweep in /metrics', 30_000, async () => {
+      const metrics = await waitFor('a completed sweep in /metrics', async () => {
         const { status, body } = await get(`${base}/metrics`);
         const value = /^deployer_last_sweep_timestamp_seconds (\S+)$/m.exec(body)?.[1];
         return status === 200 && value !== undefined && Number(value) > 0 ? body : undefined;
-      }, context);
+      }, { timeoutMs: 30_000, context });
       expect(metrics).toMatch(/^deployer_leader 1$/m);
       expect(Number(/^deployer_last_sweep_timestamp_seconds (\S+)$/m.exec(metrics)?.[1])).toBeGreaterThan(Date.now() / 1000 - 60);
 
@@ -510,7 +435,7 @@ describe.skipIf(unavailable !== null && !inCi)('deployerctl', { timeout: 90_000 
       expect(connection.pid).toEqual(expect.any(Number));
       postgresPid = connection.pid!;
       expect(pidAlive(postgresPid)).toBe(true);
-      expect(child.exitCode).toBeNull();
+      expect(child.child.exitCode).toBeNull();
     });
 
     it('plan in another process finds the embedded PostgreSQL', async () => {
@@ -525,19 +450,14 @@ describe.skipIf(unavailable !== null && !inCi)('deployerctl', { timeout: 90_000 
     });
 
     it('SIGTERM stops the daemon with exit 0 and stops its PostgreSQL', async () => {
-      const child = daemon;
-      if (!child?.pid || postgresPid === undefined) throw new Error('daemon not started');
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) resolve({ code: child.exitCode, signal: child.signalCode });
-        child.once('exit', (code, signal) => resolve({ code, signal }));
-      });
-      process.kill(child.pid, 'SIGTERM');
-      const result = await Promise.race([exited, sleep(30_000).then(() => 'timeout' as const)]);
+      if (!daemon || postgresPid === undefined) throw new Error('daemon not started');
+      // SIGTERM, and SIGKILL (which fails the expectation) if it has not exited within 30 s.
+      const result = await daemon.stop(30_000);
       expect(result, context()).toEqual({ code: 0, signal: null });
       expect(pidAlive(postgresPid)).toBe(false);
       const connection = JSON.parse(readFileSync(join(stateDir, 'postgres.json'), 'utf8')) as { pid: number | null };
       expect(connection.pid).toBeNull();
-      expect(daemonOut).toContain('deployer-controller stopped');
+      expect(daemon.output()).toContain('deployer-controller stopped');
     });
 
     it('with the daemon gone, plan fails with one line mentioning DATABASE_URL', async () => {

@@ -11,24 +11,34 @@
  * them (or without a private dockerd) the tests that need them are skipped
  * loudly, except in CI, where they fail instead.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants as fsConstants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { Metrics } from '../../src/controller/metrics.js';
 import { DEPLOYMENT_STATUSES, LABELS } from '../../src/types.js';
-import { busyboxAvailable, importBusyboxImage } from '../support/busybox-image.js';
-import { dockerdAvailable, startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
+import type { PrivateDockerd } from '../support/dockerd.js';
+import { startEngine } from '../support/engine.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import {
+  cleanEnv,
+  DOCKER_UNAVAILABLE,
+  freePort,
+  killChildren,
+  requireAvailable,
+  ROOT,
+  runProcess,
+  skipReason,
+  startCli,
+  startProcess,
+  waitFor,
+  type BackgroundProcess,
+  type WaitOptions,
+} from '../support/processes.js';
 
-
-const ROOT = new URL('../../', import.meta.url).pathname;
-const CLI = join(ROOT, 'dist/cli/main.js');
 const SCRAPE_CONFIG = join(ROOT, 'deploy/prometheus/prometheus.yml');
 const ALERT_RULES = join(ROOT, 'deploy/prometheus/alerts.yml');
 const DASHBOARD = join(ROOT, 'deploy/grafana/deployer-controller.json');
@@ -71,14 +81,10 @@ function prometheusAvailable(): string | null {
   return null;
 }
 
-const inCi = !['', '0', 'false'].includes((process.env.CI ?? '').trim().toLowerCase());
 const promUnavailable = prometheusAvailable();
-const engineUnavailable = dockerdAvailable() ?? busyboxAvailable();
-const liveUnavailable = engineUnavailable ?? promUnavailable;
-if (promUnavailable !== null && !inCi) console.warn(`SKIPPING promtool checks of deploy/prometheus: ${promUnavailable}`);
-if (liveUnavailable !== null && !inCi) {
-  console.warn(`SKIPPING the daemon-scraped-by-Prometheus tests (they need a private dockerd and Prometheus): ${liveUnavailable}`);
-}
+const liveUnavailable = DOCKER_UNAVAILABLE ?? promUnavailable;
+const skipPromtool = skipReason('promtool checks of deploy/prometheus', promUnavailable);
+const skipLive = skipReason('the daemon-scraped-by-Prometheus tests (they need a private dockerd and Prometheus)', liveUnavailable);
 
 // ---------------------------------------------------------------------------
 // Metric names, PromQL and the exposition format
@@ -223,98 +229,17 @@ function withGrafanaVariables(expr: string): string {
 // Processes and HTTP
 // ---------------------------------------------------------------------------
 
-interface Exited {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+/** The environment of promtool and prometheus. */
+const TOOL_ENV = { PATH: '/usr/bin:/bin', LC_ALL: 'C' };
 
-/** Runs a command to its end with `stdin`; never throws on a non-zero exit. */
-function run(command: string, args: readonly string[], stdin = ''): Promise<Exited> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(stdin);
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls `check` until it returns a value, or fails with `what` and `context()`. */
-async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>, context: () => string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      const cause = lastError instanceof Error ? `\nlast error: ${lastError.message}` : '';
-      throw new Error(`timed out waiting for ${what}${cause}\n${context()}`);
-    }
-    await sleep(250);
-  }
+/** Runs promtool to its end with `stdin`; never throws on a non-zero exit. */
+function promtool(args: readonly string[], stdin?: string) {
+  return runProcess(PROMTOOL, args, { env: TOOL_ENV, stdin });
 }
 
 async function get(url: string): Promise<{ status: number; body: string }> {
   const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
   return { status: res.status, body: await res.text() };
-}
-
-/** A child process this file started, with its output kept for error messages. */
-interface Started {
-  child: ChildProcess;
-  pid: number;
-  output: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function start(command: string, args: readonly string[], env: NodeJS.ProcessEnv, cwd?: string): Started {
-  const child = spawn(command, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-  if (child.pid === undefined) throw new Error(`could not start ${command}`);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
-  return { child, pid: child.pid, output: () => output.split('\n').slice(-40).join('\n'), exited };
-}
-
-function running(p: Started | undefined): p is Started {
-  return p !== undefined && p.child.exitCode === null && p.child.signalCode === null;
-}
-
-/** SIGTERM to the pid this file started, SIGKILL after `timeoutMs`. */
-async function stopProcess(p: Started | undefined, timeoutMs = 15_000): Promise<void> {
-  if (!running(p)) return;
-  process.kill(p.pid, 'SIGTERM');
-  const done = await Promise.race([p.exited.then(() => true), sleep(timeoutMs).then(() => false)]);
-  if (!done && running(p)) {
-    process.kill(p.pid, 'SIGKILL');
-    await p.exited;
-  }
 }
 
 interface PromVector {
@@ -405,19 +330,19 @@ describe('deploy/ files: dashboard and alert rules against the registered metric
   });
 });
 
-describe.skipIf(promUnavailable !== null && !inCi)('promtool accepts deploy/prometheus', () => {
+describe.skipIf(skipPromtool !== null)('promtool accepts deploy/prometheus', () => {
   beforeAll(() => {
-    if (promUnavailable !== null) throw new Error(`CI must have promtool: ${promUnavailable}`);
+    requireAvailable(promUnavailable, 'promtool');
   });
 
   it('promtool check rules alerts.yml exits 0', async () => {
-    const r = await run(PROMTOOL, ['check', 'rules', ALERT_RULES]);
+    const r = await promtool(['check', 'rules', ALERT_RULES]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toContain(`SUCCESS: ${Object.keys(EXPECTED_ALERTS).length} rules found`);
   });
 
   it('promtool check config prometheus.yml exits 0 and finds the rule file', async () => {
-    const r = await run(PROMTOOL, ['check', 'config', SCRAPE_CONFIG]);
+    const r = await promtool(['check', 'config', SCRAPE_CONFIG]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toContain('1 rule files found');
   });
@@ -427,7 +352,7 @@ describe.skipIf(promUnavailable !== null && !inCi)('promtool accepts deploy/prom
     try {
       const broken = join(dir, 'broken.yml');
       writeFileSync(broken, 'groups:\n  - name: x\n    rules:\n      - alert: Broken\n        expr: sum by (job (deployer_leader)\n');
-      const r = await run(PROMTOOL, ['check', 'rules', broken]);
+      const r = await promtool(['check', 'rules', broken]);
       expect(r.code).not.toBe(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -435,27 +360,27 @@ describe.skipIf(promUnavailable !== null && !inCi)('promtool accepts deploy/prom
   });
 });
 
-describe.skipIf(liveUnavailable !== null && !inCi)('the daemon scraped by promtool and a real Prometheus', { timeout: 120_000 }, () => {
+describe.skipIf(skipLive !== null)('the daemon scraped by promtool and a real Prometheus', { timeout: 120_000 }, () => {
   let dockerd: PrivateDockerd | undefined;
   let docker: Docker;
   let t: TestDatabase | undefined;
   let tmp: string | undefined;
-  let daemon: Started | undefined;
-  let prometheus: Started | undefined;
+  let daemon: BackgroundProcess | undefined;
+  let prometheus: BackgroundProcess | undefined;
   let daemonPort: number;
   let promBase: string;
   let orphanContainer: string | undefined;
   let startedAt: number;
   const orphanId = `orphan-${randomBytes(4).toString('hex')}`;
 
-  const context = () =>
-    `--- daemon output ---\n${daemon?.output() ?? '(not started)'}\n--- prometheus output ---\n${prometheus?.output() ?? '(not started)'}`;
+  const context = () => `${daemon?.tail(40) ?? '(daemon not started)'}\n${prometheus?.tail(40) ?? '(prometheus not started)'}`;
+  /** How long to wait for something, failing with both processes' output. */
+  const within = (timeoutMs: number): WaitOptions => ({ timeoutMs, everyMs: 250, context });
 
   beforeAll(async () => {
-    if (liveUnavailable !== null) throw new Error(`CI must be able to run a private dockerd and Prometheus: ${liveUnavailable}`);
-    dockerd = await startPrivateDockerd();
-    docker = new Docker({ socketPath: dockerd.socketPath });
-    const image = await importBusyboxImage(docker);
+    requireAvailable(liveUnavailable, 'a private dockerd and Prometheus');
+    let image: string;
+    ({ dockerd, docker, image } = await startEngine());
     t = await createTestDatabase('prometheus');
     tmp = mkdtempSync(join(tmpdir(), 'deployer-prometheus-'));
 
@@ -482,23 +407,24 @@ describe.skipIf(liveUnavailable !== null && !inCi)('the daemon scraped by promto
 
     daemonPort = await freePort();
     startedAt = Math.floor(Date.now() / 1000);
-    daemon = start(process.execPath, [CLI, 'run'], {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: process.env.HOME ?? '/root',
-      LC_ALL: 'C',
-      DATABASE_URL: t.url,
-      DOCKER_HOST: dockerd.dockerHost,
-      DEPLOYER_STATE_DIR: join(tmp, 'unused-state'),
-      DEPLOYER_METRICS_ADDRESS: `127.0.0.1:${daemonPort}`,
-      DEPLOYER_RESYNC: '1s',
-      DEPLOYER_LEASE_DURATION: '3s',
-    });
+    daemon = startCli(
+      ['run'],
+      cleanEnv({
+        DATABASE_URL: t.url,
+        DOCKER_HOST: dockerd.dockerHost,
+        DEPLOYER_STATE_DIR: join(tmp, 'unused-state'),
+        DEPLOYER_METRICS_ADDRESS: `127.0.0.1:${daemonPort}`,
+        DEPLOYER_RESYNC: '1s',
+        DEPLOYER_LEASE_DURATION: '3s',
+      }),
+    );
   }, 180_000);
 
   afterAll(async () => {
     // Only what this file started, by pid.
-    await stopProcess(prometheus);
-    await stopProcess(daemon);
+    await prometheus?.stop(15_000);
+    await daemon?.stop(15_000);
+    killChildren();
     if (orphanContainer) await docker.getContainer(orphanContainer).remove({ force: true }).catch(() => undefined);
     await t?.drop();
     await dockerd?.stop();
@@ -507,7 +433,7 @@ describe.skipIf(liveUnavailable !== null && !inCi)('the daemon scraped by promto
 
   /** Scrapes the daemon's /metrics. */
   async function scrape(): Promise<string> {
-    if (!running(daemon)) throw new Error('the daemon is not running');
+    if (!daemon?.running()) throw new Error('the daemon is not running');
     const { status, body } = await get(`http://127.0.0.1:${daemonPort}/metrics`);
     if (status !== 200) throw new Error(`GET /metrics answered ${status}`);
     return body;
@@ -519,15 +445,14 @@ describe.skipIf(liveUnavailable !== null && !inCi)('the daemon scraped by promto
   async function settled(): Promise<string> {
     afterRemoval ??= await waitFor(
       'a sweep that removed the orphan, then one that found no orphan',
-      60_000,
       async () => {
-        if (!running(daemon)) throw new Error('the daemon exited');
+        if (!daemon?.running()) throw new Error('the daemon exited');
         const body = await scrape();
         const m = parseExposition(body);
         const removed = valueOf(m, 'deployer_actions_total', { action: 'remove_container', result: 'applied' }) === 1;
         return removed && valueOf(m, 'deployer_drift', { kind: 'orphan' }) === 0 ? body : undefined;
       },
-      context,
+      within(60_000),
     );
     return afterRemoval;
   }
@@ -593,17 +518,17 @@ describe.skipIf(liveUnavailable !== null && !inCi)('the daemon scraped by promto
       .filter((line) => /^(# (HELP|TYPE) )?deployer_/.test(line))
       .join('\n');
     expect(ours).toContain('# TYPE deployer_drift gauge');
-    const r = await run(PROMTOOL, ['check', 'metrics'], `${ours}\n`);
+    const r = await promtool(['check', 'metrics'], `${ours}\n`);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect((r.stdout + r.stderr).trim()).toBe('');
 
     // The whole scrape, process defaults included (the daemon drops prom-client's gauges named like counters).
-    const whole = await run(PROMTOOL, ['check', 'metrics'], body);
+    const whole = await promtool(['check', 'metrics'], body);
     expect(whole.code, whole.stdout + whole.stderr).toBe(0);
     expect((whole.stdout + whole.stderr).trim()).toBe('');
 
     // And it does fail on a metric that breaks the conventions.
-    const bad = await run(PROMTOOL, ['check', 'metrics'], '# HELP deployer_bad a counter without _total\n# TYPE deployer_bad counter\ndeployer_bad 1\n');
+    const bad = await promtool(['check', 'metrics'], '# HELP deployer_bad a counter without _total\n# TYPE deployer_bad counter\ndeployer_bad 1\n');
     expect(bad.code).not.toBe(0);
   });
 
@@ -627,21 +552,21 @@ describe.skipIf(liveUnavailable !== null && !inCi)('the daemon scraped by promto
 
     const promPort = await freePort();
     promBase = `http://127.0.0.1:${promPort}`;
-    prometheus = start(
+    prometheus = startProcess(
       PROMETHEUS,
       [`--config.file=${configFile}`, `--storage.tsdb.path=${join(tmp!, 'tsdb')}`, `--web.listen-address=127.0.0.1:${promPort}`],
-      { PATH: '/usr/bin:/bin', LC_ALL: 'C' },
-      tmp,
+      TOOL_ENV,
+      { cwd: tmp },
     );
-    await waitFor('Prometheus to be ready', 30_000, async () => {
-      if (!running(prometheus)) throw new Error('prometheus exited');
-      return (await get(`${promBase}/-/ready`)).status === 200 ? true : undefined;
-    }, context);
+    await waitFor('Prometheus to be ready', async () => {
+      if (!prometheus?.running()) throw new Error('prometheus exited');
+      return (await get(`${promBase}/-/ready`)).status === 200;
+    }, within(30_000));
 
-    const drift = await waitFor('deployer_drift with its kind label in Prometheus', 60_000, async () => {
+    const drift = await waitFor('deployer_drift with its kind label in Prometheus', async () => {
       const result = await query('deployer_drift');
       return result.length > 0 && result.every((r) => r.metric.kind) ? result : undefined;
-    }, context);
+    }, within(60_000));
     const byKind = Object.fromEntries(drift.map((r) => [r.metric.kind, Number(r.value[1])]));
     expect(byKind).toEqual({ orphan: 0, zombie: 0, missing: 0, interrupted: 0 });
     for (const r of drift) expect(r.metric).toMatchObject({ __name__: 'deployer_drift', job: JOB, instance: `127.0.0.1:${daemonPort}` });
@@ -657,13 +582,13 @@ describe.skipIf(liveUnavailable !== null && !inCi)('the daemon scraped by promto
   });
 
   it('the alert rules load into that Prometheus, evaluate cleanly and stay inactive for a healthy daemon', async () => {
-    if (!running(prometheus)) throw new Error('Prometheus is not running (the previous test starts it)');
-    const loaded = await waitFor('every rule evaluated healthy with the outage alerts inactive', 60_000, async () => {
+    if (!prometheus?.running()) throw new Error('Prometheus is not running (the previous test starts it)');
+    const loaded = await waitFor('every rule evaluated healthy with the outage alerts inactive', async () => {
       const list = await rules();
       const healthy = list.length > 0 && list.every((r) => r.health === 'ok');
       const quiet = list.filter((r) => OUTAGE_ALERTS.includes(r.name)).every((r) => r.state === 'inactive');
       return healthy && quiet ? list : undefined;
-    }, context);
+    }, within(60_000));
     expect(loaded.map((r) => r.name).sort()).toEqual(Object.keys(EXPECTED_ALERTS).sort());
     for (const r of loaded) {
       expect(r.type, r.name).toBe('alerting');
@@ -674,30 +599,29 @@ describe.skipIf(liveUnavailable !== null && !inCi)('the daemon scraped by promto
   });
 
   it('every dashboard query evaluates in that Prometheus, and those that are not about errors return data', async () => {
-    if (!running(prometheus)) throw new Error('Prometheus is not running (the previous test starts it)');
+    if (!prometheus?.running()) throw new Error('Prometheus is not running (the previous test starts it)');
     for (const { panel, expr } of dashboardQueries(dashboard())) {
       const promql = withGrafanaVariables(expr);
       // Syntax and evaluation: Prometheus answers `success` (query throws otherwise).
       await query(promql);
       // No reconcile failed, so the error series do not exist.
       if (/result="error"/.test(expr)) continue;
-      await waitFor(`data for "${panel}": ${promql}`, 30_000, async () => ((await query(promql)).length > 0 ? true : undefined), context);
+      await waitFor(`data for "${panel}": ${promql}`, async () => (await query(promql)).length > 0, within(30_000));
     }
   });
 
   it('when the daemon stops, the target-down and no-leader alerts go pending', async () => {
-    if (!running(prometheus)) throw new Error('Prometheus is not running (the previous test starts it)');
-    const stopping = daemon!;
-    process.kill(stopping.pid, 'SIGTERM');
-    const result = await Promise.race([stopping.exited, sleep(30_000).then(() => 'timeout' as const)]);
+    if (!prometheus?.running()) throw new Error('Prometheus is not running (the previous test starts it)');
+    // SIGTERM, and SIGKILL (which fails the expectation) if it has not exited within 30 s.
+    const result = await daemon!.stop(30_000);
     expect(result, context()).toEqual({ code: 0, signal: null });
 
     const expressions = Object.fromEntries(alertRules().map((r) => [r.alert!, r.expr]));
-    const down = await waitFor('DeployerControllerDown and DeployerNoLeader to leave inactive', 60_000, async () => {
+    const down = await waitFor('DeployerControllerDown and DeployerNoLeader to leave inactive', async () => {
       const list = await rules();
       const state = (name: string) => list.find((r) => r.name === name)?.state;
       return ['pending', 'firing'].includes(state('DeployerControllerDown') ?? '') && ['pending', 'firing'].includes(state('DeployerNoLeader') ?? '') ? list : undefined;
-    }, context);
+    }, within(60_000));
     expect(down.find((r) => r.name === 'DeployerDockerDown')?.state).toBe('inactive');
     expect(await query(expressions.DeployerControllerDown!)).toEqual([expect.objectContaining({ metric: expect.objectContaining({ job: JOB, instance: `127.0.0.1:${daemonPort}` }) })]);
     expect(await query(expressions.DeployerNoLeader!)).toEqual([expect.objectContaining({ metric: { job: JOB } })]);
