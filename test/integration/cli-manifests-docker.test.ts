@@ -4,53 +4,29 @@
  * labelled with its id, with their state. Skipped loudly when this machine
  * cannot run a private dockerd, except in CI, where it fails instead.
  */
-import { Readable, Writable } from 'node:stream';
 import Docker from 'dockerode';
-import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { registerManifestCommands } from '../../src/cli/commands/manifests.js';
-import { loadConfig } from '../../src/config.js';
-import { busyboxAvailable, importBusyboxImage } from '../support/busybox-image.js';
-import { dockerdAvailable, startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
+import { importBusyboxImage } from '../support/busybox-image.js';
+import { startPrivateDockerd, type PrivateDockerd } from '../support/dockerd.js';
+import { runManifestCli } from '../support/manifest-cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { dockerSkip, requireDocker } from '../support/processes.js';
 
-const unavailable = dockerdAvailable() ?? busyboxAvailable();
-const inCi = !['', '0', 'false'].includes((process.env.CI ?? '').trim().toLowerCase());
-if (unavailable !== null && !inCi) {
-  console.warn(`SKIPPING describe-with-containers tests: ${unavailable}`);
-}
+const skip = dockerSkip('describe-with-containers tests');
 
-class Sink extends Writable {
-  text = '';
-  override _write(chunk: Buffer | string, _encoding: BufferEncoding, callback: () => void): void {
-    this.text += chunk.toString();
-    callback();
-  }
-}
-
-describe.skipIf(unavailable !== null && !inCi)('describe deployment with a real Docker engine', { timeout: 120_000 }, () => {
+describe.skipIf(skip !== null)('describe deployment with a real Docker engine', { timeout: 120_000 }, () => {
   let daemon: PrivateDockerd | undefined;
   let docker: Docker;
   let database: TestDatabase;
   /** What the next command reads on stdin. */
   let input = '';
 
-  async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    const stdout = new Sink();
-    const stderr = new Sink();
-    let code = 0;
-    const program = new Command('deployerctl').exitOverride();
-    registerManifestCommands(program, {
-      setExit: (c) => (code = c),
-      configFrom: () => loadConfig({ env: { DATABASE_URL: database.url, DOCKER_HOST: daemon!.dockerHost } }),
-      io: { stdout, stderr, stdin: Readable.from([Buffer.from(input)]), env: {} },
-    });
-    await program.parseAsync(args, { from: 'user' });
-    return { code, stdout: stdout.text, stderr: stderr.text };
+  function cli(args: string[]) {
+    return runManifestCli(args, { stdin: input, configEnv: { DATABASE_URL: database.url, DOCKER_HOST: daemon!.dockerHost } });
   }
 
   beforeAll(async () => {
-    if (unavailable !== null) throw new Error(`CI must be able to run a private dockerd: ${unavailable}`);
+    requireDocker();
     database = await createTestDatabase('cli_docker');
     daemon = await startPrivateDockerd();
     docker = new Docker({ socketPath: daemon.socketPath });

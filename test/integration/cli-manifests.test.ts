@@ -8,19 +8,18 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
-import { Command, CommanderError } from 'commander';
+import { Readable } from 'node:stream';
 import { sql, type Kysely } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { getDeployment, getOutput, listEvents } from '../../src/cli/commands/deployments-query.js';
 import { formatDeploymentDetail } from '../../src/cli/commands/deployments-view.js';
 import type { CommandIo } from '../../src/cli/commands/io.js';
-import { registerManifestCommands } from '../../src/cli/commands/manifests.js';
 import { watchDeployment } from '../../src/cli/commands/watch.js';
-import { loadConfig } from '../../src/config.js';
 import type { Database } from '../../src/store/schema.js';
 import type { Progress } from '../../src/types.js';
+import { Sink, startManifestCli, type ManifestCliOptions, type ManifestCliRun } from '../support/manifest-cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/processes.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const EXAMPLES = join(ROOT, 'manifests');
@@ -45,61 +44,15 @@ beforeEach(async () => {
   await sql`TRUNCATE deployments, deployment_events, rollbacks`.execute(db);
 });
 
-/** A stream that keeps what is written, and can pretend to be a terminal. */
-class Sink extends Writable {
-  text = '';
-  constructor(
-    readonly isTTY = false,
-    readonly columns = 120,
-  ) {
-    super();
-  }
-  override _write(chunk: Buffer | string, _encoding: BufferEncoding, callback: () => void): void {
-    this.text += chunk.toString();
-    callback();
-  }
+/** Options of {@link cli}: the config environment's DATABASE_URL is the test database unless given. */
+type CliOptions = Omit<ManifestCliOptions, 'configEnv'> & { configEnv?: NodeJS.ProcessEnv };
+
+/** Starts `deployerctl ARGS` on the test database; `stdout` can be read while it runs. */
+function start(args: string[], options: CliOptions = {}) {
+  return startManifestCli(args, { ...options, configEnv: { DATABASE_URL: database.url, ...options.configEnv } });
 }
 
-interface CliOptions {
-  tty?: boolean;
-  stdin?: string;
-  env?: NodeJS.ProcessEnv;
-  /** Config environment (DATABASE_URL is the test database unless given). */
-  configEnv?: NodeJS.ProcessEnv;
-}
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Starts `deployerctl ARGS`; `stdout` can be read while it runs. */
-function start(args: string[], options: CliOptions = {}): { done: Promise<Run>; stdout: Sink; stderr: Sink } {
-  const stdout = new Sink(options.tty ?? false);
-  const stderr = new Sink();
-  let code = 0;
-  const program = new Command('deployerctl')
-    .option('-c, --config <file>')
-    .exitOverride()
-    .configureOutput({ writeOut: (s) => void (stdout.text += s), writeErr: (s) => void (stderr.text += s) });
-  const io: CommandIo = { stdout, stderr, stdin: Readable.from([Buffer.from(options.stdin ?? '')]), env: options.env ?? {} };
-  registerManifestCommands(program, {
-    setExit: (c) => (code = c),
-    configFrom: () => loadConfig({ env: { DATABASE_URL: database.url, ...options.configEnv } }),
-    io,
-  });
-  const done = program.parseAsync(args, { from: 'user' }).then(
-    () => ({ code, stdout: stdout.text, stderr: stderr.text }),
-    (err: unknown) => {
-      if (err instanceof CommanderError) return { code: err.exitCode, stdout: stdout.text, stderr: stderr.text };
-      throw err;
-    },
-  );
-  return { done, stdout, stderr };
-}
-
-function cli(args: string[], options: CliOptions = {}): Promise<Run> {
+function cli(args: string[], options: CliOptions = {}): Promise<ManifestCliRun> {
   return start(args, options).done;
 }
 
@@ -107,14 +60,6 @@ async function golden(name: string, actual: string): Promise<void> {
   const path = join(GOLDEN, name);
   if (process.env.UPDATE_GOLDEN) await writeFile(path, actual);
   expect(actual).toBe(await readFile(path, 'utf8'));
-}
-
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 async function file(name: string, text: string): Promise<string> {
@@ -371,7 +316,7 @@ describe('get deployments', () => {
 
   it('filters by project, service and status', async () => {
     await seedLifecycle();
-    const ids = (run: Run) => run.stdout.trim().split('\n').slice(1).map((l) => l.split(/\s+/)[0]);
+    const ids = (run: ManifestCliRun) => run.stdout.trim().split('\n').slice(1).map((l) => l.split(/\s+/)[0]);
     expect(ids(await cli(['get', 'deployments', '--project', 'blog']))).toEqual(['blog.app.r1', 'blog.app.r2', 'blog.db.r1']);
     expect(ids(await cli(['get', 'deployments', '--service', 'shop/web']))).toEqual(['shop.web.r1', 'shop.web.r2']);
     expect(ids(await cli(['get', 'deployment', '--status', 'pending,deploying']))).toEqual(['shop.cache.r1', 'shop.web.r2']);
