@@ -9,17 +9,13 @@
  * Prints, for each case: wall time (load + validate, and the database part),
  * SQL statements sent, and rows written.
  */
-import { chmodSync, mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { sql } from 'kysely';
-import pg from 'pg';
 import { applyManifests } from '../src/manifest/apply.js';
 import { loadManifests } from '../src/manifest/sources.js';
-import { createDb } from '../src/store/db.js';
-import { startEmbeddedPostgres } from '../src/store/embedded.js';
-import { migrateUp } from '../src/store/migrate.js';
+import { countQueries, stats, withPostgres } from './support.js';
 
 const { values } = parseArgs({
   options: {
@@ -34,19 +30,7 @@ const projects = Number(values.projects);
 const runs = Number(values.runs);
 const changedCount = Math.min(total, Number(values.changed));
 
-// Count every SQL statement any pg client sends.
-let queries = 0;
-const originalQuery = pg.Client.prototype.query;
-pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-  queries++;
-  return (originalQuery as (...a: unknown[]) => unknown).apply(this, args);
-} as typeof pg.Client.prototype.query;
-
-function stats(samples: number[]): string {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const median = sorted[Math.floor(sorted.length / 2)]!;
-  return `median ${median.toFixed(1)} ms (min ${sorted[0]!.toFixed(1)}, max ${sorted[sorted.length - 1]!.toFixed(1)}, ${samples.length} runs)`;
-}
+const queries = countQueries();
 
 /** A realistic manifest: image, replicas, env, a volume, a healthcheck, rollout options. */
 function manifest(i: number, tag: string): string {
@@ -75,56 +59,43 @@ function writeDirectory(dir: string, tagOf: (i: number) => string): void {
   for (let i = 0; i < total; i++) writeFileSync(join(dir, `svc-${String(i).padStart(4, '0')}.yaml`), manifest(i, tagOf(i)));
 }
 
-async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'deployer-bench-apply-'));
-  chmodSync(dir, 0o755);
+await withPostgres(async ({ dir, db }) => {
   const manifests = join(dir, 'manifests');
   mkdirSync(manifests);
-  const pgServer = await startEmbeddedPostgres(join(dir, 'pg'));
-  const db = createDb({ connectionString: pgServer.url });
   const count = async () => Number((await sql<{ n: string }>`SELECT (SELECT count(*) FROM deployments) + (SELECT count(*) FROM deployment_events) AS n`.execute(db)).rows[0]!.n);
-  try {
-    await migrateUp(db);
-    writeDirectory(manifests, () => '1.0.0');
-    console.log(`${total} services in ${total} files, ${projects} projects, in ${manifests}`);
+  writeDirectory(manifests, () => '1.0.0');
+  console.log(`${total} services in ${total} files, ${projects} projects, in ${manifests}`);
 
-    const timed = async (label: string, prune: boolean) => {
-      const before = await count();
-      const t0 = performance.now();
-      const set = await loadManifests([manifests]);
-      const t1 = performance.now();
-      if (set.problems.length > 0) throw new Error(set.problems.slice(0, 3).join('\n'));
-      queries = 0;
-      const outcome = await applyManifests(db, set.services, { actor: 'bench', prune });
-      const t2 = performance.now();
-      const statements = queries;
-      const written = (await count()) - before;
-      console.log(
-        `${label}: ${(t2 - t0).toFixed(1)} ms (load+validate ${(t1 - t0).toFixed(1)} ms, database ${(t2 - t1).toFixed(1)} ms), ` +
-          `${statements} SQL statements, ${written} rows written; ${outcome.plan.created.length} created, ${outcome.plan.unchanged.length} unchanged`,
-      );
-      return { ms: t2 - t0, dbMs: t2 - t1, written };
-    };
+  const timed = async (label: string, prune: boolean) => {
+    const before = await count();
+    const t0 = performance.now();
+    const set = await loadManifests([manifests]);
+    const t1 = performance.now();
+    if (set.problems.length > 0) throw new Error(set.problems.slice(0, 3).join('\n'));
+    queries.reset();
+    const outcome = await applyManifests(db, set.services, { actor: 'bench', prune });
+    const t2 = performance.now();
+    const statements = queries.count;
+    const written = (await count()) - before;
+    console.log(
+      `${label}: ${(t2 - t0).toFixed(1)} ms (load+validate ${(t1 - t0).toFixed(1)} ms, database ${(t2 - t1).toFixed(1)} ms), ` +
+        `${statements} SQL statements, ${written} rows written; ${outcome.plan.created.length} created, ${outcome.plan.unchanged.length} unchanged`,
+    );
+    return { ms: t2 - t0, dbMs: t2 - t1, written };
+  };
 
-    await timed('first apply (empty database)', false);
+  await timed('first apply (empty database)', false);
 
-    const again: number[] = [];
-    const againDb: number[] = [];
-    for (let r = 0; r < runs; r++) {
-      const result = await timed(`apply again unchanged #${r + 1}`, true);
-      if (result.written !== 0) throw new Error('an unchanged apply wrote rows');
-      again.push(result.ms);
-      againDb.push(result.dbMs);
-    }
-    console.log(`apply again unchanged, whole command: ${stats(again)}; database part: ${stats(againDb)}`);
-
-    writeDirectory(manifests, (i) => (i < changedCount ? '1.0.1' : '1.0.0'));
-    await timed(`apply with ${changedCount} services changed`, true);
-  } finally {
-    await db.destroy();
-    await pgServer.stop();
-    rmSync(dir, { recursive: true, force: true });
+  const again: number[] = [];
+  const againDb: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const result = await timed(`apply again unchanged #${r + 1}`, true);
+    if (result.written !== 0) throw new Error('an unchanged apply wrote rows');
+    again.push(result.ms);
+    againDb.push(result.dbMs);
   }
-}
+  console.log(`apply again unchanged, whole command: ${stats(again)}; database part: ${stats(againDb)}`);
 
-await main();
+  writeDirectory(manifests, (i) => (i < changedCount ? '1.0.1' : '1.0.0'));
+  await timed(`apply with ${changedCount} services changed`, true);
+});

@@ -8,24 +8,14 @@ import { parseArgs } from 'node:util';
 import { planSweep } from '../src/reconcilers/plan.js';
 import type { Policy, Snapshot } from '../src/reconcilers/snapshot.js';
 import { LABELS, type Deployment, type ObservedContainer } from '../src/types.js';
+import { BENCH_POLICY, stats } from './support.js';
 
 const { values } = parseArgs({ options: { containers: { type: 'string', default: '10000,100000' }, runs: { type: 'string', default: '5' } } });
 const sizes = values.containers.split(',').map(Number);
 const runs = Number(values.runs);
 
-const policy: Policy = {
-  controllerName: 'deployer-controller',
-  orphanGraceMs: 120_000,
-  retainFailed: 2,
-  failedRetentionMs: 86_400_000,
-  stuckTimeoutMs: 6 * 3_600_000,
-  heartbeatTimeoutMs: 60_000,
-  maxAttempts: 3,
-  maxDeletionsPerSweep: 50,
-  guardFraction: 0.5,
-  guardMinContainers: 10,
-  force: false,
-};
+/** The benches' policy, keeping the last 2 failed revisions. */
+const policy: Policy = { ...BENCH_POLICY, retainFailed: 2 };
 
 /** A fake snapshot: every 10th deployment failed, every 50th container unknown. */
 function fakeSnapshot(n: number): Snapshot {
@@ -57,6 +47,5 @@ for (const n of sizes) {
     samples.push(performance.now() - started);
     actions = plan.actions.length + plan.deferred.length;
   }
-  samples.sort((a, b) => a - b);
-  console.log(`planSweep over ${n} containers: median ${samples[Math.floor(runs / 2)]!.toFixed(1)} ms (min ${samples[0]!.toFixed(1)}), ${actions} actions planned`);
+  console.log(`planSweep over ${n} containers: ${stats(samples)}, ${actions} actions planned`);
 }

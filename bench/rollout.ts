@@ -15,11 +15,7 @@
  *     the only trigger (the runtime's event stream hidden from the daemon), and,
  *     when the runtime offers an event stream, once more with it.
  */
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import Docker from 'dockerode';
 import { loadConfig, type Config } from '../src/config.js';
 import { Daemon } from '../src/controller/daemon.js';
 import { createLogger } from '../src/controller/logger.js';
@@ -28,14 +24,10 @@ import { parseDuration } from '../src/duration.js';
 import { specHash, validateSpec } from '../src/manifest/spec.js';
 import { DockerRuntime } from '../src/runtime/docker.js';
 import type { Runtime } from '../src/runtime/runtime.js';
-import { createDb } from '../src/store/db.js';
-import { startEmbeddedPostgres } from '../src/store/embedded.js';
-import { migrateUp } from '../src/store/migrate.js';
 import type { OpenDatabase } from '../src/store/open.js';
 import { PgStore } from '../src/store/store.js';
 import { LABELS } from '../src/types.js';
-import { importBusyboxImage } from '../test/support/busybox-image.js';
-import { startPrivateDockerd } from '../test/support/dockerd.js';
+import { stats, withEngines } from './support.js';
 
 const { values } = parseArgs({
   options: {
@@ -53,12 +45,6 @@ const POLL_MS = 5;
 
 const PROJECT = 'bench';
 const SERVICE = 'web';
-
-function stats(samples: readonly number[]): string {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2]! : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
-  return `median ${median.toFixed(0)} ms, min ${sorted[0]!.toFixed(0)} ms, max ${sorted[sorted.length - 1]!.toFixed(0)} ms (n=${sorted.length})`;
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -81,32 +67,23 @@ function withoutEvents(runtime: Runtime): Runtime {
   });
 }
 
-async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'deployer-bench-'));
-  // As root, PostgreSQL runs as the postgres user, which must reach its data directory.
-  chmodSync(dir, 0o755);
-  const dockerd = await startPrivateDockerd();
-  const pgServer = await startEmbeddedPostgres(dir);
-  const db = createDb({ connectionString: pgServer.url });
+await withEngines(async ({ dir, url, db, dockerd, docker, image }) => {
   const database: OpenDatabase = {
     db,
     store: new PgStore(db),
     description: 'embedded PostgreSQL (bench)',
-    url: pgServer.url,
+    url,
     close: () => db.destroy(),
   };
   const logger = createLogger(values['log-level']);
   let daemon: Daemon | undefined;
   try {
-    await migrateUp(db);
-    const docker = new Docker({ socketPath: dockerd.socketPath });
-    const image = await importBusyboxImage(docker);
     const spec = validateSpec({ image, command: ['sleep', '3600'], replicas: 1, rollout: { minReadySeconds: 0 } });
 
     const configFor = (resync: string): Config =>
       loadConfig({
         env: {},
-        overrides: { databaseUrl: pgServer.url, dockerHost: dockerd.dockerHost, stateDir: dir, containerNetwork: 'none', resync, logLevel: values['log-level'] },
+        overrides: { databaseUrl: url, dockerHost: dockerd.dockerHost, stateDir: dir, containerNetwork: 'none', resync, logLevel: values['log-level'] },
       });
     const startDaemon = async (config: Config, runtime?: Runtime): Promise<Daemon> => {
       const d = new Daemon({ config, logger, database, metrics: new Metrics({ processMetrics: false }), http: false, ...(runtime ? { runtime } : {}) });
@@ -173,9 +150,9 @@ async function main(): Promise<void> {
       console.log(`  revision ${revision}: ${ms.toFixed(0)} ms (${row.status}); ${split.map(([segment, segmentMs]) => `${segment} ${segmentMs.toFixed(0)}`).join(', ')}`);
       previous = id;
     }
-    console.log(`rollout to active, image present: ${stats(rolloutMs)}`);
+    console.log(`rollout to active, image present: ${stats(rolloutMs, 0)}`);
     console.log('  by segment (database clock, from the event rows):');
-    for (const [segment, samples] of segments) console.log(`    ${segment.padEnd(13)} ${stats(samples)}`);
+    for (const [segment, samples] of segments) console.log(`    ${segment.padEnd(13)} ${stats(samples, 0)}`);
     await daemon.stop();
     daemon = undefined;
 
@@ -208,20 +185,14 @@ async function main(): Promise<void> {
     const plain = new DockerRuntime({ dockerHost: dockerd.dockerHost, timeoutMs: 30_000 });
     console.log(`self-heal: docker rm -f of the running replica until a new one runs; resync ${healResync}`);
     const resyncOnly = await heal('resync only', withoutEvents(plain));
-    console.log(`self-heal, resync ${healResync} only: ${stats(resyncOnly)} (bounded by the resync period: at most ${healResync} plus the sweep)`);
+    console.log(`self-heal, resync ${healResync} only: ${stats(resyncOnly, 0)} (bounded by the resync period: at most ${healResync} plus the sweep)`);
     if (typeof plain.watchEvents === 'function') {
       const withEvents = await heal('with Docker events', undefined);
-      console.log(`self-heal, resync ${healResync} + Docker event stream: ${stats(withEvents)}`);
+      console.log(`self-heal, resync ${healResync} + Docker event stream: ${stats(withEvents, 0)}`);
     } else {
       console.log('self-heal with Docker events: not measured (the runtime has no event stream): only the resync period wakes the loop for a removed container');
     }
   } finally {
     await daemon?.stop().catch(() => undefined);
-    await db.destroy();
-    await pgServer.stop();
-    await dockerd.stop();
-    rmSync(dir, { recursive: true, force: true });
   }
-}
-
-await main();
+});

@@ -8,23 +8,14 @@
  * Prints, for a steady sweep (no drift) and for sweeps that remove orphans:
  * wall time, SQL queries and Docker API calls per sweep.
  */
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import Docker from 'dockerode';
-import pg from 'pg';
 import { Metrics } from '../src/controller/metrics.js';
 import { createLogger } from '../src/controller/logger.js';
 import { Sweeper } from '../src/controller/sweep.js';
 import { DockerRuntime } from '../src/runtime/docker.js';
-import { createDb } from '../src/store/db.js';
-import { startEmbeddedPostgres } from '../src/store/embedded.js';
-import { migrateUp } from '../src/store/migrate.js';
 import { PgStore } from '../src/store/store.js';
 import { LABELS } from '../src/types.js';
-import { importBusyboxImage } from '../test/support/busybox-image.js';
-import { startPrivateDockerd } from '../test/support/dockerd.js';
+import { BENCH_POLICY, countQueries, stats, withEngines } from './support.js';
 
 const { values } = parseArgs({
   options: {
@@ -37,120 +28,78 @@ const total = Number(values.containers);
 const orphans = Math.min(total, Number(values.orphans));
 const runs = Number(values.runs);
 
-// Count every SQL statement any pg client sends.
-let queries = 0;
-const originalQuery = pg.Client.prototype.query;
-pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-  queries++;
-  return (originalQuery as (...a: unknown[]) => unknown).apply(this, args);
-} as typeof pg.Client.prototype.query;
+const queries = countQueries();
 
-function stats(samples: number[]): string {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const median = sorted[Math.floor(sorted.length / 2)]!;
-  return `median ${median.toFixed(1)} ms (min ${sorted[0]!.toFixed(1)}, max ${sorted[sorted.length - 1]!.toFixed(1)})`;
-}
+await withEngines(async ({ db, dockerd, docker, image }) => {
+  console.log(`seeding ${total} deployment rows and ${total} labelled containers (${orphans} of them orphans)...`);
+  const seedStart = performance.now();
+  const rows = Array.from({ length: total }, (_, i) => ({
+    id: `bench-${i}`,
+    project: `p${i % 50}`,
+    service: `s${i}`,
+    revision: 1,
+    spec: JSON.stringify({ image }),
+    spec_hash: 'h',
+    status: i < orphans ? ('failed' as const) : ('active' as const),
+  }));
+  for (let i = 0; i < rows.length; i += 500) await db.insertInto('deployments').values(rows.slice(i, i + 500)).execute();
+  const queue = [...rows.keys()];
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
+        await docker.createContainer({
+          Image: image,
+          Cmd: ['sleep', '3600'],
+          Labels: { [LABELS.deploymentId]: `bench-${i}`, [LABELS.managedBy]: 'deployer-controller' },
+          HostConfig: { NetworkMode: 'none' },
+        });
+      }
+    }),
+  );
+  console.log(`seeded in ${((performance.now() - seedStart) / 1000).toFixed(1)} s`);
 
-async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'deployer-bench-'));
-  chmodSync(dir, 0o755);
-  const dockerd = await startPrivateDockerd();
-  const pgServer = await startEmbeddedPostgres(dir);
-  const db = createDb({ connectionString: pgServer.url });
-  try {
-    await migrateUp(db);
-    const docker = new Docker({ socketPath: dockerd.socketPath });
-    const image = await importBusyboxImage(docker);
+  let dockerCalls = 0;
+  const metrics = new Metrics({ processMetrics: false });
+  const runtime = new DockerRuntime({ dockerHost: dockerd.dockerHost, timeoutMs: 60_000, observe: () => dockerCalls++ });
+  const sweeper = new Sweeper({
+    store: new PgStore(db),
+    runtime,
+    logger: createLogger('silent'),
+    metrics,
+    actor: 'bench',
+    controllerName: 'deployer-controller',
+    policy: BENCH_POLICY,
+    fence: () => undefined,
+    mayAct: () => true,
+  });
 
-    console.log(`seeding ${total} deployment rows and ${total} labelled containers (${orphans} of them orphans)...`);
-    const seedStart = performance.now();
-    const rows = Array.from({ length: total }, (_, i) => ({
-      id: `bench-${i}`,
-      project: `p${i % 50}`,
-      service: `s${i}`,
-      revision: 1,
-      spec: JSON.stringify({ image }),
-      spec_hash: 'h',
-      status: i < orphans ? ('failed' as const) : ('active' as const),
-    }));
-    for (let i = 0; i < rows.length; i += 500) await db.insertInto('deployments').values(rows.slice(i, i + 500)).execute();
-    const queue = [...rows.keys()];
-    await Promise.all(
-      Array.from({ length: 8 }, async () => {
-        for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
-          await docker.createContainer({
-            Image: image,
-            Cmd: ['sleep', '3600'],
-            Labels: { [LABELS.deploymentId]: `bench-${i}`, [LABELS.managedBy]: 'deployer-controller' },
-            HostConfig: { NetworkMode: 'none' },
-          });
-        }
-      }),
-    );
-    console.log(`seeded in ${((performance.now() - seedStart) / 1000).toFixed(1)} s`);
-
-    let dockerCalls = 0;
-    const metrics = new Metrics({ processMetrics: false });
-    const runtime = new DockerRuntime({ dockerHost: dockerd.dockerHost, timeoutMs: 60_000, observe: () => dockerCalls++ });
-    const sweeper = new Sweeper({
-      store: new PgStore(db),
-      runtime,
-      logger: createLogger('silent'),
-      metrics,
-      actor: 'bench',
-      controllerName: 'deployer-controller',
-      policy: {
-        controllerName: 'deployer-controller',
-        orphanGraceMs: 120_000,
-        retainFailed: 0,
-        failedRetentionMs: 86_400_000,
-        stuckTimeoutMs: 6 * 3_600_000,
-        heartbeatTimeoutMs: 60_000,
-        maxAttempts: 3,
-        maxDeletionsPerSweep: 50,
-        guardFraction: 0.5,
-        guardMinContainers: 10,
-        force: false,
-      },
-      fence: () => undefined,
-      mayAct: () => true,
-    });
-
-    // Sweeps that remove the orphans, at most 50 per sweep.
-    let removing = 0;
-    while (true) {
-      queries = 0;
-      dockerCalls = 0;
-      const started = performance.now();
-      const report = await sweeper.sweep();
-      const ms = performance.now() - started;
-      const removed = report.outcomes.filter((o) => o.action.kind === 'remove_container' && (o.result === 'applied' || o.result === 'gone')).length;
-      if (report.plan.actions.length === 0) break;
-      removing++;
-      console.log(`sweep with deletions #${removing}: ${ms.toFixed(1)} ms, removed ${removed}, ${queries} SQL queries, ${dockerCalls} Docker calls`);
-    }
-
-    // Steady state: nothing to do.
-    const samples: number[] = [];
-    let steadyQueries = 0;
-    let steadyCalls = 0;
-    for (let i = 0; i < runs; i++) {
-      queries = 0;
-      dockerCalls = 0;
-      const started = performance.now();
-      const report = await sweeper.sweep();
-      samples.push(performance.now() - started);
-      steadyQueries = queries;
-      steadyCalls = dockerCalls;
-      if (report.plan.actions.length !== 0) throw new Error('steady sweep should have nothing to do');
-    }
-    console.log(`steady sweep at ${total - orphans} containers / ${total} rows: ${stats(samples)}, ${steadyQueries} SQL queries, ${steadyCalls} Docker calls per sweep`);
-  } finally {
-    await db.destroy();
-    await pgServer.stop();
-    await dockerd.stop();
-    rmSync(dir, { recursive: true, force: true });
+  // Sweeps that remove the orphans, at most 50 per sweep.
+  let removing = 0;
+  while (true) {
+    queries.reset();
+    dockerCalls = 0;
+    const started = performance.now();
+    const report = await sweeper.sweep();
+    const ms = performance.now() - started;
+    const removed = report.outcomes.filter((o) => o.action.kind === 'remove_container' && (o.result === 'applied' || o.result === 'gone')).length;
+    if (report.plan.actions.length === 0) break;
+    removing++;
+    console.log(`sweep with deletions #${removing}: ${ms.toFixed(1)} ms, removed ${removed}, ${queries.count} SQL queries, ${dockerCalls} Docker calls`);
   }
-}
 
-await main();
+  // Steady state: nothing to do.
+  const samples: number[] = [];
+  let steadyQueries = 0;
+  let steadyCalls = 0;
+  for (let i = 0; i < runs; i++) {
+    queries.reset();
+    dockerCalls = 0;
+    const started = performance.now();
+    const report = await sweeper.sweep();
+    samples.push(performance.now() - started);
+    steadyQueries = queries.count;
+    steadyCalls = dockerCalls;
+    if (report.plan.actions.length !== 0) throw new Error('steady sweep should have nothing to do');
+  }
+  console.log(`steady sweep at ${total - orphans} containers / ${total} rows: ${stats(samples)}, ${steadyQueries} SQL queries, ${steadyCalls} Docker calls per sweep`);
+});
