@@ -110,7 +110,13 @@ export async function importBusyboxImage(docker: Docker, tag = BUSYBOX_IMAGE): P
   return tag;
 }
 
-async function buildRootfs(rootfs: string): Promise<void> {
+/**
+ * Writes the test image's root filesystem (see {@link importBusyboxImage})
+ * into the directory `rootfs`, which is created: `/bin/busybox` with its
+ * applet symlinks, `/etc/passwd`, `/etc/group` and `/tmp`. Exported for
+ * suites that make image layers of their own (the test registry).
+ */
+export async function buildRootfs(rootfs: string): Promise<void> {
   const bin = path.join(rootfs, 'bin');
   const etc = path.join(rootfs, 'etc');
   const tmp = path.join(rootfs, 'tmp');
