@@ -41,6 +41,9 @@ await withEngines(async ({ db, dockerd, docker, image }) => {
     spec: JSON.stringify({ image }),
     spec_hash: 'h',
     status: i < orphans ? ('failed' as const) : ('active' as const),
+    // Run by the platform's own worker, which the controller only watches: the
+    // containers are created, not started, and self-heal would otherwise start over.
+    executor: 'platform-worker',
   }));
   for (let i = 0; i < rows.length; i += 500) await db.insertInto('deployments').values(rows.slice(i, i + 500)).execute();
   const queue = [...rows.keys()];
@@ -50,7 +53,7 @@ await withEngines(async ({ db, dockerd, docker, image }) => {
         await docker.createContainer({
           Image: image,
           Cmd: ['sleep', '3600'],
-          Labels: { [LABELS.deploymentId]: `bench-${i}`, [LABELS.managedBy]: 'deployer-controller' },
+          Labels: { [LABELS.deploymentId]: `bench-${i}`, [LABELS.managedBy]: 'deployer-controller', [LABELS.replica]: '0' },
           HostConfig: { NetworkMode: 'none' },
         });
       }

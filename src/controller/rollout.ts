@@ -273,8 +273,9 @@ export class RolloutReconciler implements Reconciler {
             this.count('supersede');
             logger.info({ action: 'supersede', superseded: old.id }, 'previous revision superseded');
           }
-          await this.removeContainersOf(old.id, `superseded by revision ${d.revision}`);
         }
+        // Their containers go through the one removal path, the sweep's (label re-checked,
+        // row re-read, one event each), asked for now rather than at the next resync.
         this.o.requestSweep?.();
         return undefined;
       }
@@ -292,19 +293,6 @@ export class RolloutReconciler implements Reconciler {
         }
         return undefined;
       }
-    }
-  }
-
-  /** Removes the containers of a superseded revision (label re-checked), recording each. */
-  private async removeContainersOf(deploymentId: string, reason: string): Promise<void> {
-    for (const c of await this.o.runtime.listContainers(deploymentId)) {
-      if (c.labels[LABELS.deploymentId] !== deploymentId || ownership(c.labels, this.o.controllerName) === 'foreign') continue;
-      const outcome = await this.o.runtime.removeContainer(c.id);
-      this.count('remove_container', outcome === 'gone' ? 'gone' : 'applied');
-      await this.o.events.recordEvent(
-        { deploymentId, type: 'Normal', reason: 'ContainerRemoved', message: `removed container ${c.name}: ${reason}${outcome === 'gone' ? ' (already gone)' : ''}`, actor: this.o.me },
-        this.o.fence(),
-      );
     }
   }
 

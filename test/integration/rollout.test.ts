@@ -209,7 +209,8 @@ describe.skipIf(skip !== null)('rollouts (real Postgres, private dockerd)', { ti
     expect(old).toMatchObject({ status: 'superseded', status_reason: 'superseded by revision 2' });
     expect(old.finished_at).toBeInstanceOf(Date);
     expect(old.output).toContain('superseded by revision 2 (shop.web.r2)');
-    expect(await containersOf(docker, r1)).toEqual([]);
+    // Retiring asks for a sweep at once; the sweep removes them, the one removal path.
+    await waitFor('r1 containers removed', async () => (await containersOf(docker, r1)).length === 0, { context: context(r1, r2) });
     expect(await runningNames(docker, r2)).toEqual(['shop.web.r2.0', 'shop.web.r2.1']);
 
     // The deployment-scoped volume follows its containers (on a sweep); the shared one stays.
@@ -226,7 +227,7 @@ describe.skipIf(skip !== null)('rollouts (real Postgres, private dockerd)', { ti
     const at = (deploymentId: string, reason: string) => all.findIndex((e) => e.deployment_id === deploymentId && e.reason === reason);
     expect(at(r2, 'HealthCheck')).toBeLessThan(at(r2, 'Activated'));
     expect(at(r2, 'Activated')).toBeLessThan(at(r1, 'Superseded'));
-    const removed = all.map((e, i) => ({ e, i })).filter(({ e }) => e.deployment_id === r1 && e.reason === 'ContainerRemoved');
+    const removed = all.map((e, i) => ({ e, i })).filter(({ e }) => e.deployment_id === r1 && e.reason === 'OrphanRemoved');
     expect(removed).toHaveLength(2);
     for (const { i } of removed) expect(i).toBeGreaterThan(at(r1, 'Superseded'));
     expect(await reasonsOf(db.db, r2)).toEqual(ROLLOUT_REASONS);
