@@ -50,6 +50,14 @@ async function load(io: CommandIo, paths: readonly string[]): Promise<ManifestSe
   return set;
 }
 
+/** Loads the manifests; with problems, prints them (and `consequence`) and returns undefined. */
+async function loadValid(io: CommandIo, paths: readonly string[], consequence: string): Promise<ManifestSet | undefined> {
+  const set = await load(io, paths);
+  if (set.problems.length === 0) return set;
+  await reportProblems(io, set.problems, consequence);
+  return undefined;
+}
+
 /** Prints every problem (one line each, up to a limit) and a summary line. */
 async function reportProblems(io: CommandIo, problems: readonly string[], consequence: string): Promise<void> {
   const shown = problems.slice(0, MAX_PROBLEMS);
@@ -106,11 +114,8 @@ export function registerManifestCommands(program: Command, deps: ManifestCommand
     .requiredOption('-f, --filename <path...>', FILENAME_HELP)
     .action(
       run(async (opts: { filename: string[] }) => {
-        const set = await load(io, opts.filename);
-        if (set.problems.length > 0) {
-          await reportProblems(io, set.problems, '');
-          return MANIFEST_EXIT.error;
-        }
+        const set = await loadValid(io, opts.filename, '');
+        if (!set) return MANIFEST_EXIT.error;
         const files = set.files.length === 1 ? '1 file' : `${set.files.length} files`;
         await write(io.stdout, `${count(set.services.length, set.services.length === 1 ? 'service' : 'services')} in ${files}: valid\n`);
         return MANIFEST_EXIT.ok;
@@ -126,11 +131,8 @@ export function registerManifestCommands(program: Command, deps: ManifestCommand
     .action(
       run(async (opts: { filename: string[]; prune?: boolean; dryRun?: boolean }, cmd: Command) => {
         const config = deps.configFrom(cmd);
-        const set = await load(io, opts.filename);
-        if (set.problems.length > 0) {
-          await reportProblems(io, set.problems, 'nothing was written');
-          return MANIFEST_EXIT.error;
-        }
+        const set = await loadValid(io, opts.filename, 'nothing was written');
+        if (!set) return MANIFEST_EXIT.error;
         const outcome = await withDatabase(config, (database) =>
           applyManifests(database.db, set.services, { actor: cliActor(), prune: !!opts.prune, dryRun: !!opts.dryRun }),
         );
@@ -171,11 +173,8 @@ export function registerManifestCommands(program: Command, deps: ManifestCommand
       run(async (opts: { filename?: string[]; prune?: boolean }, cmd: Command) => {
         if (!opts.filename || opts.filename.length === 0) throw new Error("required option '-f, --filename <path...>' not specified (run with --help for usage)");
         const config = deps.configFrom(cmd);
-        const set = await load(io, opts.filename);
-        if (set.problems.length > 0) {
-          await reportProblems(io, set.problems, '');
-          return MANIFEST_EXIT.diffError;
-        }
+        const set = await loadValid(io, opts.filename, '');
+        if (!set) return MANIFEST_EXIT.diffError;
         const projects = [...new Set(set.services.map((s) => s.project))];
         const stored = await withDatabase(config, (database) => readStoredState(database.db, projects));
         const diff = planDiff(planApply(set.services, stored, { prune: !!opts.prune }));
@@ -194,11 +193,8 @@ export function registerManifestCommands(program: Command, deps: ManifestCommand
     .action(
       run(async (opts: { filename: string[]; dryRun?: boolean; ignoreNotFound?: boolean }, cmd: Command) => {
         const config = deps.configFrom(cmd);
-        const set = await load(io, opts.filename);
-        if (set.problems.length > 0) {
-          await reportProblems(io, set.problems, 'nothing was written');
-          return MANIFEST_EXIT.error;
-        }
+        const set = await loadValid(io, opts.filename, 'nothing was written');
+        if (!set) return MANIFEST_EXIT.error;
         const outcome = await withDatabase(config, (database) =>
           deleteManifests(database.db, set.services, { actor: cliActor(), dryRun: !!opts.dryRun }),
         );
