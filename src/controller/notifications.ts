@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { formatDuration, parseDuration } from '../duration.js';
 import type { Deployment, DeploymentStatus, Phase } from '../types.js';
+import { rowFacts } from '../store/store.js';
 import { InputError } from '../yaml-source.js';
 import type { Runnable } from './controller.js';
 import type { Logger } from './logger.js';
@@ -126,15 +127,7 @@ export type Notify = (event: NotificationEvent, deployment: NotificationDeployme
 export function deploymentFacts(
   d: Pick<Deployment, 'id' | 'project' | 'service' | 'revision' | 'status' | 'phase' | 'statusReason'>,
 ): NotificationDeployment {
-  return {
-    id: d.id,
-    project: d.project,
-    service: d.service,
-    revision: d.revision,
-    status: d.status,
-    phase: d.phase,
-    status_reason: d.statusReason,
-  };
+  return rowFacts(d);
 }
 
 /** The hex HMAC-SHA256 of `"<t>.<body>"`. */

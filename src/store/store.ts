@@ -120,12 +120,8 @@ export function toDeployment(row: DeploymentColumns): Deployment {
   };
 }
 
-/**
- * A row as JSON with its column names (without `output`), as the activation
- * hook receives it on stdin and `get deployments -o json` prints it.
- */
-export function toRowJson(d: DeploymentWithSpec) {
-  const iso = (date: Date | null) => (date ? date.toISOString() : null);
+/** The identifying facts of a row with their column names: what webhooks carry. */
+export function rowFacts(d: Pick<Deployment, 'id' | 'project' | 'service' | 'revision' | 'status' | 'phase' | 'statusReason'>) {
   return {
     id: d.id,
     project: d.project,
@@ -133,11 +129,22 @@ export function toRowJson(d: DeploymentWithSpec) {
     revision: d.revision,
     status: d.status,
     phase: d.phase,
+    status_reason: d.statusReason,
+  };
+}
+
+/**
+ * A row as JSON with its column names (without `output`), as the activation
+ * hook receives it on stdin and `get deployments -o json` prints it.
+ */
+export function toRowJson(d: DeploymentWithSpec) {
+  const iso = (date: Date | null) => (date ? date.toISOString() : null);
+  return {
+    ...rowFacts(d),
     progress: d.progress,
     executor: d.executor,
     owner: d.owner,
     attempts: d.attempts,
-    status_reason: d.statusReason,
     spec_hash: d.specHash,
     spec: d.spec,
     version: d.version,
