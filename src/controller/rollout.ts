@@ -104,7 +104,7 @@ export class RolloutReconciler implements Reconciler {
       const needsWorld = d.status === 'deploying' && d.owner === this.o.me;
       const containers = needsWorld ? await this.containers(id) : [];
       const imagePresent = needsWorld && phase === 'pulling' && typeof spec !== 'string' ? await this.o.runtime.imageExists(spec.image) : false;
-      const siblings = d.status === 'active' || phase === 'activating' || phase === 'retiring' || d.status === 'deploying' ? await this.o.store.siblings(d.project, d.service) : [];
+      const siblings = d.status === 'active' || d.status === 'pending' || d.status === 'deploying' ? await this.o.store.siblings(d.project, d.service) : [];
       const step = planRollout({
         now: this.o.clock?.() ?? new Date(),
         deployment: d,
@@ -196,6 +196,18 @@ export class RolloutReconciler implements Reconciler {
       }
       case 'fail':
         return this.fail(d, step.reason, siblings, logger);
+      case 'supersede': {
+        const written = await this.write(
+          d,
+          { status: 'superseded', markFinished: true, statusReason: step.reason, outputLine: line(`superseded before it served: ${step.reason}`) },
+          this.event(d, 'Superseded', `superseded before it served: ${step.reason}`),
+        );
+        if (written === undefined) return undefined;
+        this.count('supersede');
+        logger.info({ action: 'supersede', reason: step.reason }, 'rollout superseded by a newer active revision');
+        this.o.requestSweep?.();
+        return {};
+      }
       case 'advance': {
         this.failpoint(`after:${d.phase ?? 'pulling'}`);
         const written = await this.write(

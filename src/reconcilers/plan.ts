@@ -77,7 +77,7 @@ export function planSweep(snapshot: Snapshot, policy: Policy): Plan {
   const zombies = planZombies(snapshot, policy);
   const orphans = planOrphans(snapshot, policy);
   const heals = planSelfHeal(snapshot, policy);
-  const rollbacks = planRollbacks(snapshot);
+  const rollbacks = planRollbacks(snapshot, policy.controllerName);
   const guard = checkGuard(snapshot, policy, orphans.removals.length, orphans.managed);
 
   let removals: RemoveContainerAction[] = [];

@@ -1,5 +1,5 @@
 import { LABELS } from '../types.js';
-import type { FinishRollbackAction, Snapshot } from './snapshot.js';
+import { ownership, type FinishRollbackAction, type Snapshot } from './snapshot.js';
 
 /**
  * Settles rollbacks in progress: `completed` once the revision rolled back to
@@ -7,7 +7,7 @@ import type { FinishRollbackAction, Snapshot } from './snapshot.js';
  * it can no longer get there (failed, cancelled, superseded or gone). While a
  * rollback is in progress, nothing it references is removed (see orphans).
  */
-export function planRollbacks(snapshot: Snapshot): FinishRollbackAction[] {
+export function planRollbacks(snapshot: Snapshot, controllerName: string): FinishRollbackAction[] {
   const actions: FinishRollbackAction[] = [];
   for (const r of snapshot.rollbacks) {
     if (r.status !== 'in_progress') continue;
@@ -19,12 +19,15 @@ export function planRollbacks(snapshot: Snapshot): FinishRollbackAction[] {
       continue;
     }
     if (target.status !== 'active' || target.phase !== null) continue;
-    const containers = snapshot.containers.filter((c) => c.labels[LABELS.deploymentId] === target.id);
-    const running = containers.filter((c) => c.state === 'running');
-    const replicas = target.replicas ?? 1;
-    if (running.length < replicas) continue;
+    const running = snapshot.containers.filter(
+      (c) => c.labels[LABELS.deploymentId] === target.id && c.state === 'running' && ownership(c.labels, controllerName) !== 'foreign',
+    );
     if (running.some((c) => c.health === 'unhealthy' || c.health === 'starting')) continue;
-    finish('completed', `${target.project}/${target.service} r${target.revision} serving with ${running.length} healthy container(s)`);
+    // Distinct replicas: a duplicate of one does not stand in for another that is down.
+    // (A container with no replica label, made by an older platform, counts for itself.)
+    const serving = new Set(running.map((c) => c.labels[LABELS.replica] ?? c.id)).size;
+    if (serving < (target.replicas ?? 1)) continue;
+    finish('completed', `${target.project}/${target.service} r${target.revision} serving with ${serving} healthy container(s)`);
   }
   return actions;
 }

@@ -37,6 +37,8 @@ export type RolloutStep =
   | { kind: 'claim' }
   | { kind: 'resume'; why: string }
   | { kind: 'fail'; reason: string }
+  /** A newer revision is active already: this pending or deploying one ends superseded. */
+  | { kind: 'supersede'; reason: string }
   | { kind: 'advance'; to: Phase }
   | { kind: 'pull'; image: string }
   | { kind: 'create'; replicas: number[] }
@@ -109,11 +111,16 @@ export function planRollout(input: RolloutInput): RolloutStep {
   }
   if (d.status !== 'pending' && d.status !== 'deploying') return { kind: 'none', why: d.status };
 
+  // A newer revision already serves (rows inserted out of order, by SQL): this one is moot.
+  const newer = input.siblings.find((s) => s.id !== d.id && s.status === 'active' && s.revision > d.revision);
+  const othersLive = d.status === 'deploying' && d.owner !== input.me && ownerLive(input);
+  if (newer && !othersLive) return { kind: 'supersede', reason: `revision ${newer.revision} (${newer.id}) is already active` };
+
   if (d.status === 'pending') return { kind: 'claim' };
 
   // deploying
   if (d.owner !== input.me) {
-    if (ownerLive(input)) return { kind: 'none', why: `driven by ${d.owner}` };
+    if (othersLive) return { kind: 'none', why: `driven by ${d.owner}` };
     if (d.attempts >= input.maxAttempts) {
       return { kind: 'fail', reason: `gave up after ${d.attempts} attempts in phase ${d.phase ?? 'pulling'}` };
     }

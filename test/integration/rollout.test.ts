@@ -109,6 +109,19 @@ describe.skipIf(skip !== null)('rollouts (real Postgres, private dockerd)', { ti
 
   // -------------------------------------------------------------------------
 
+  it('an older revision inserted after a newer one went active is superseded, never served', async () => {
+    const { db } = await setup();
+    const r2 = await insertDeployment(db.db, { revision: 2, spec: healthySpec() });
+    await rolledOut(r2);
+    const r1 = await insertDeployment(db.db, { revision: 1, spec: healthySpec() });
+    const late = await until(r1, 'superseded', (r) => r.status === 'superseded');
+    expect(late.status_reason).toBe(`revision 2 (${r2}) is already active`);
+    expect(await reasonsOf(db.db, r1)).not.toContain('Activated');
+    await waitFor('no container of the late revision', async () => (await containersOf(docker, r1)).length === 0, { context: context(r1, r2) });
+    expect((await row(db.db, r2)).status).toBe('active');
+    expect(await runningNames(docker, r2)).toEqual(['shop.web.r2.0', 'shop.web.r2.1']);
+  });
+
   it('rolls out a 2-replica service through every phase: labels, command, env, volumes, progress, events, output', async () => {
     const { db, daemon } = await setup();
     const spec = healthySpec({ env: { GREETING: 'hello world', LOG_LEVEL: 'debug' }, volumes: ['shop-data:/data', '/cache'] });

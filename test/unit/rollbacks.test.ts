@@ -21,7 +21,7 @@ function serving(n: number, state = 'running', health?: Health): ObservedContain
 }
 
 function settle(deployments: Deployment[], containers: ObservedContainer[], rollbacks = [RB]) {
-  return planRollbacks(snapshot({ deployments, containers, rollbacks }));
+  return planRollbacks(snapshot({ deployments, containers, rollbacks }), policy().controllerName);
 }
 
 describe('planRollbacks: completed', () => {
@@ -53,6 +53,11 @@ describe('planRollbacks: waits', () => {
     { name: 'a replica is unhealthy', containers: [...serving(1), ...serving(2, 'running', 'unhealthy').slice(1)] },
     { name: 'a replica is still starting its health checks', containers: [...serving(1), ...serving(2, 'running', 'starting').slice(1)] },
     { name: 'containers run for another deployment', containers: [container('other', { id: 'o1' }), container('other', { id: 'o2' })] },
+    { name: 'a duplicate of one replica stands where the other is missing', containers: [...serving(1), { ...serving(1)[0]!, id: 'prev.dup' }] },
+    {
+      name: "the second replica's container is another controller's",
+      containers: [...serving(1), container('prev', { id: 'foreign.1', labels: { [LABELS.replica]: '1', [LABELS.managedBy]: 'other-controller' } })],
+    },
   ])('while $name', ({ containers }) => {
     expect(settle([bad, target()], containers)).toEqual([]);
   });

@@ -301,9 +301,8 @@ describe('planRollout: activating and retiring', () => {
     expect(step(row({ status: 'active', phase: null }), [], { siblings: [r1] })).toEqual({ kind: 'none', why: 'active' });
   });
 
-  it('activating does not look at newer active revisions (current behaviour, see report)', () => {
-    // An older revision finishing after a newer one would also become active; the newer one does not retire it later.
-    expect(step(row({ phase: 'activating' }), [], { siblings: [r3] })).toEqual({ kind: 'activate' });
+  it('activating does not make an older revision active beside a newer active one: it is superseded', () => {
+    expect(step(row({ phase: 'activating' }), [], { siblings: [r3] })).toEqual({ kind: 'supersede', reason: `revision 3 (${r3.id}) is already active` });
   });
 });
 
@@ -578,5 +577,34 @@ describe('progressAt', () => {
 
   it('percent is the share of phases done before this one, rounded', () => {
     for (const [i, phase] of PHASES.entries()) expect(progressAt(phase, '').percent).toBe(Math.round((i / 6) * 100));
+  });
+});
+
+describe('planRollout: a newer revision is already active', () => {
+  const newer = deployment('d3', { revision: 3, status: 'active', phase: null });
+  const older = deployment('d1', { revision: 1, status: 'active', phase: null });
+
+  it('supersedes a pending revision instead of claiming it', () => {
+    expect(step(row({ status: 'pending', phase: null, owner: null, attempts: 0 }), [], { siblings: [older, newer] })).toEqual({
+      kind: 'supersede',
+      reason: 'revision 3 (d3) is already active',
+    });
+  });
+
+  it.each(PHASES.filter((p) => p !== 'retiring'))('supersedes its own rollout in phase %s', (phase) => {
+    expect(step(row({ phase }), replicas(2), { siblings: [newer] })).toMatchObject({ kind: 'supersede' });
+  });
+
+  it('supersedes a rollout whose owner is gone, without resuming it', () => {
+    expect(step(row({ owner: OTHER, heartbeatAt: ago(HOUR_AGO) }), [], { siblings: [newer], ownerAlive: false })).toMatchObject({ kind: 'supersede' });
+  });
+
+  it("leaves a live other owner's rollout to that owner", () => {
+    expect(step(row({ owner: OTHER }), [], { siblings: [newer] })).toMatchObject({ kind: 'none' });
+  });
+
+  it('goes on as usual when only older revisions are active', () => {
+    expect(step(row({ status: 'pending', phase: null, owner: null, attempts: 0 }), [], { siblings: [older] })).toEqual({ kind: 'claim' });
+    expect(step(row({ phase: 'pulling' }), [], { siblings: [older] })).toEqual({ kind: 'advance', to: 'creating' });
   });
 });
