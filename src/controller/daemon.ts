@@ -204,7 +204,8 @@ export class Daemon implements Runnable {
       eventRetentionMs: config.eventRetention,
       logger: this.options.logger,
       metrics: this.metrics,
-      fence: () => this.elector?.writeFence(),
+      // Undefined on a follower, so that it skips the pass (Maintenance's own rule) rather than run it fenced out.
+      fence: () => (this.elector?.isLeader() ? this.elector.writeFence() : undefined),
     });
   }
 
