@@ -81,6 +81,7 @@ async function runCommand(opts: { once?: boolean; dryRun?: boolean; force?: bool
     await Promise.race([running.firstSweepDone(), new Promise((resolve) => stopping.signal.addEventListener('abort', resolve, { once: true }))]);
     if (!stopping.signal.aborted) {
       await systemd.notify('READY=1', 'STATUS=reconciling');
+      running.announcedReady();
       logger.info('ready: first sweep finished');
     }
     await new Promise<void>((resolve) => {

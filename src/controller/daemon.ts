@@ -79,6 +79,8 @@ export class Daemon implements Runnable {
   private stopPromise: Promise<void> | undefined;
   private firstSweep: Promise<void>;
   private resolveFirstSweep!: () => void;
+  /** Set once the caller has told systemd READY=1 (see `announcedReady`). */
+  private readyAnnounced = false;
 
   constructor(private readonly options: DaemonOptions) {
     const { config, logger, database } = options;
@@ -131,8 +133,10 @@ export class Daemon implements Runnable {
           ctx.logger.debug('not leader; sweep skipped');
           return {};
         }
-        // Watchdog test: after the first sweep, a loop that never yields again.
-        if (options.failpoint === 'block:sweep' && this.lastSweepAt !== null) for (;;);
+        // Watchdog test: once readiness was announced, a sweep that never yields
+        // again. (Blocking any earlier could swallow READY=1 itself: a sweep
+        // queued during the first one starts before the caller's notify runs.)
+        if (options.failpoint === 'block:sweep' && this.readyAnnounced) for (;;);
         const report = await this.sweeper.sweep({ dryRun: !!options.dryRun, signal: ctx.signal, logger: ctx.logger });
         this.lastSweepAt = Date.now();
         this.resolveFirstSweep();
@@ -279,6 +283,11 @@ export class Daemon implements Runnable {
   /** Resolves after the first completed sweep (for readiness). */
   firstSweepDone(): Promise<void> {
     return this.firstSweep;
+  }
+
+  /** Called once READY=1 has been sent, so that later sweeps know the service manager saw it. */
+  announcedReady(): void {
+    this.readyAnnounced = true;
   }
 
   start(): Promise<void> {

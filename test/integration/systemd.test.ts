@@ -118,7 +118,7 @@ describe.skipIf(skip !== null)('systemd notify protocol (real datagram socket, r
 
   it('sends READY=1 only after the first sweep, then WATCHDOG=1 every half period, RELOADING=1 on SIGHUP and STOPPING=1 on SIGTERM', async () => {
     const configFile = await start();
-    const ready = await waitFor('READY=1', () => systemd.with('READY=1')[0], 60_000);
+    const ready = await waitFor('READY=1', () => systemd.with('READY=1')[0], 45_000);
     // The first sweep finished before readiness was announced.
     const output = daemon!.output();
     expect(output.indexOf('"sweep finished"')).toBeGreaterThan(-1);
@@ -153,7 +153,7 @@ describe.skipIf(skip !== null)('systemd notify protocol (real datagram socket, r
 
   it('stops the watchdog pings when the loop blocks, so systemd would restart it', async () => {
     await start({ DEPLOYER_FAILPOINT: 'block:sweep' });
-    await waitFor('READY=1', () => systemd.with('READY=1')[0], 60_000);
+    await waitFor('READY=1', () => systemd.with('READY=1')[0], 45_000);
     // The first sweep went through; the next one blocks the event loop for good.
     await waitFor('the second sweep to block', async () => {
       const before = systemd.with('WATCHDOG=1').length;
@@ -164,7 +164,7 @@ describe.skipIf(skip !== null)('systemd notify protocol (real datagram socket, r
     await sleep(1_500);
     expect(systemd.with('WATCHDOG=1')).toHaveLength(count);
     expect(pidAlive(daemon!.pid)).toBe(true);
-  });
+  }, 90_000);
 });
 
 describe('the shipped systemd unit', () => {
