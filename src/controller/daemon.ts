@@ -127,8 +127,11 @@ export class Daemon implements Runnable {
       name: 'sweep',
       reconcile: async (ctx) => {
         if (this.elector && !this.elector.isLeader()) {
-          // A standby is ready once it can reach both engines.
-          await Promise.all([database.store.ping(), this.runtime.ping()]);
+          // A standby is ready once it can reach both engines. It reports the
+          // rows by status (one query) and no drift: it does not sweep.
+          const [counts] = await Promise.all([database.store.countByStatus(), this.runtime.ping()]);
+          this.metrics.clearDrift();
+          this.metrics.setDeploymentCounts(counts);
           this.resolveFirstSweep();
           ctx.logger.debug('not leader; sweep skipped');
           return {};

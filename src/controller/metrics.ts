@@ -1,4 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { DRIFT_KINDS } from '../reconcilers/plan.js';
+import { DEPLOYMENT_STATUSES, type DeploymentStatus } from '../types.js';
 import { NOTIFICATION_EVENTS, NOTIFICATION_RESULTS } from './notifications.js';
 
 /**
@@ -33,7 +35,7 @@ export class Metrics {
   });
   readonly drift = new Gauge({
     name: 'deployer_drift',
-    help: 'Drift found by the last sweep, by kind.',
+    help: 'Drift found by the last sweep, by kind (0 on a follower, which does not sweep).',
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });
@@ -102,7 +104,17 @@ export class Metrics {
         this.registry.removeSingleMetric(name);
       }
     }
-    for (const kind of ['orphan', 'zombie', 'missing', 'interrupted'] as const) this.drift.set({ kind }, 0);
+    this.clearDrift();
     this.leader.set(0);
+  }
+
+  /** Drift back to 0 for every kind: at start, and on a follower, whose last sweep as leader is no longer news. */
+  clearDrift(): void {
+    for (const kind of DRIFT_KINDS) this.drift.set({ kind }, 0);
+  }
+
+  /** `deployer_deployments` from a count by status; statuses with no rows read 0. */
+  setDeploymentCounts(counts: Partial<Record<DeploymentStatus, number>>): void {
+    for (const status of DEPLOYMENT_STATUSES) this.deployments.set({ status }, counts[status] ?? 0);
   }
 }

@@ -280,6 +280,17 @@ function positiveInt(name: string, value: number, min: number): number {
   return value;
 }
 
+/**
+ * A webhook's URL as logs show it: never credentials or the query, and for
+ * Slack only the first path segment, since the rest of an incoming-webhook
+ * path (`/services/T…/B…/secret`) is itself the secret.
+ */
+function logUrlOf(url: URL, format: WebhookFormat): string {
+  if (format !== 'slack') return `${url.origin}${url.pathname}`;
+  const [first, ...rest] = url.pathname.split('/').filter(Boolean);
+  return `${url.origin}/${first ?? ''}${rest.length ? '/***' : ''}`;
+}
+
 function buildTarget(hook: WebhookConfig, index: number): Target {
   let secret = hook.secret;
   if (secret === undefined && hook.secretFile !== undefined) {
@@ -302,7 +313,7 @@ function buildTarget(hook: WebhookConfig, index: number): Target {
   }
   return {
     url: url.href,
-    logUrl: `${url.origin}${url.pathname}`,
+    logUrl: logUrlOf(url, hook.format),
     authorization,
     secret,
     events: new Set(hook.events),

@@ -1,7 +1,7 @@
 import type { Config } from '../config.js';
 import { planSweep, type Plan } from '../reconcilers/plan.js';
 import type { Policy, Snapshot } from '../reconcilers/snapshot.js';
-import { DEPLOYMENT_STATUSES, LABELS } from '../types.js';
+import { LABELS } from '../types.js';
 import { executePlan, type ActionOutcome, type ExecutorDeps } from './executor.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -109,8 +109,7 @@ export class Sweeper {
       outcomes = await executePlan(plan.actions, { ...this.deps, logger }, options.signal);
       const removed = outcomes.filter((o) => o.action.kind === 'remove_container' && (o.result === 'applied' || o.result === 'gone')).length;
       if (removed > 0) this.deps.notify?.('orphans_removed', null, `${removed} orphan container(s) removed`);
-      const counts = await this.deps.store.countByStatus();
-      for (const status of DEPLOYMENT_STATUSES) metrics.deployments.set({ status }, counts[status] ?? 0);
+      metrics.setDeploymentCounts(await this.deps.store.countByStatus());
     }
     const durationMs = performance.now() - started;
     metrics.sweepDuration.observe(durationMs / 1000);

@@ -5,15 +5,15 @@ import { planSelfHeal } from './selfheal.js';
 import type { Action, Note, Policy, RemoveContainerAction, RemoveVolumeAction, Snapshot } from './snapshot.js';
 import { planZombies } from './zombies.js';
 
-/** Drift counted per kind, for `deployer_drift{kind}`. */
-export interface Drift {
-  orphan: number;
-  zombie: number;
-  /** Replicas of active deployments without a live container. */
-  missing: number;
-  /** Controller rollouts whose owner stopped heart-beating (to be resumed). */
-  interrupted: number;
-}
+/** The kinds of drift, the values of `deployer_drift{kind}`. */
+export const DRIFT_KINDS = ['orphan', 'zombie', 'missing', 'interrupted'] as const;
+
+/**
+ * Drift counted per kind. `missing`: replicas of active deployments without a
+ * live container; `interrupted`: controller rollouts whose owner stopped
+ * heart-beating (to be resumed).
+ */
+export type Drift = Record<(typeof DRIFT_KINDS)[number], number>;
 
 /** Controller rollouts in `deploying` whose heartbeat is older than `heartbeatTimeout`, attempts left. */
 function countInterrupted(snapshot: Snapshot, policy: Policy): number {

@@ -686,6 +686,49 @@ describe.skipIf(skip !== null)('sweep against real Postgres and a private docker
     expect(await allEvents(db())).toEqual([]);
   });
 
+  it('a follower reports no drift of its own and the rows by status, also once it loses the lead', async () => {
+    // Drift the leader cannot act on: the guard refuses to empty the host while the table is empty.
+    await createContainer(docker, image, { name: 'c-x-0', deploymentId: 'dep-x', replica: 0 });
+    await createContainer(docker, image, { name: 'c-x-1', deploymentId: 'dep-x', replica: 1 });
+    const config = loadConfig({ file: configFile, env: {}, overrides: { resync: '200ms', orphanGrace: '0s', leaseDuration: '3s', dockerHost: dockerHost() } });
+    const open: OpenDatabase = { db: db(), store: database!.store, url: database!.url, description: 'test database', close: async () => undefined };
+    const start = async () => {
+      const metrics = new Metrics({ processMetrics: false });
+      const daemon = new Daemon({ config, logger: createLogger('silent'), database: open, metrics, http: false });
+      await daemon.start();
+      await daemon.firstSweepDone();
+      return { daemon, metrics };
+    };
+    const a = await start();
+    const b = await start();
+    try {
+      expect(await metricValue(a.metrics, 'deployer_leader')).toBe(1);
+      expect(await metricValue(a.metrics, 'deployer_drift', { kind: 'orphan' })).toBe(2);
+      expect(await metricValue(b.metrics, 'deployer_leader')).toBe(0);
+      expect(await metricValue(b.metrics, 'deployer_drift', { kind: 'orphan' })).toBe(0);
+
+      // The lead goes elsewhere (another host); A becomes a follower and drops the drift of its last sweep.
+      await db().updateTable('leases').set({ holder: 'elsewhere', expires_at: sql<Date>`now() + interval '1 hour'` }).execute();
+      await waitFor('A to follow', async () => (await metricValue(a.metrics, 'deployer_leader')) === 0, 15_000);
+      await waitFor('A to clear its drift', async () => (await metricValue(a.metrics, 'deployer_drift', { kind: 'orphan' })) === 0, 15_000);
+
+      // Followers keep the rows by status current.
+      await insertDeployments(db(), [
+        { id: 'dep-live', status: 'active' },
+        { id: 'dep-old', status: 'failed' },
+      ]);
+      for (const { metrics } of [a, b]) {
+        await waitFor('the counts to show the new rows', async () => (await metricValue(metrics, 'deployer_deployments', { status: 'active' })) === 1, 15_000);
+        expect(await metricValue(metrics, 'deployer_deployments', { status: 'failed' })).toBe(1);
+        expect(await metricValue(metrics, 'deployer_deployments', { status: 'pending' })).toBe(0);
+      }
+      // Nobody here leads: the containers are untouched.
+      expect(await containerNames(docker)).toEqual(['c-x-0', 'c-x-1']);
+    } finally {
+      await Promise.all([a.daemon.stop(), b.daemon.stop()]);
+    }
+  });
+
   it('refuses to delete anything when the deployments table is empty, unless forced', async () => {
     await insertDeployments(db(), [
       { id: 'dep-web', status: 'active' },

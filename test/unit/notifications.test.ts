@@ -343,6 +343,19 @@ describe('Notifier deliveries', () => {
     expect(JSON.stringify(h.logs)).not.toMatch(/p%40ss|p@ss|token=abc/);
   });
 
+  it('keeps the secret path of a Slack webhook out of the logs', async () => {
+    const h = harness([{ url: 'http://127.0.0.1:9/services/T000/B000/XXXXsecretXXXX', secret: SECRET, format: 'slack' }], () => new Response(null, { status: 503 }), {
+      retry: { tries: 1 },
+    });
+    await h.notifier.start();
+    h.notifier.notify('failed', DEPLOYMENT, 'down');
+    await flush();
+    expect(h.calls[0]!.url).toBe('http://127.0.0.1:9/services/T000/B000/XXXXsecretXXXX');
+    const dropped = h.logs.find((l) => l.msg === 'notification dropped')!;
+    expect(dropped.url).toBe('http://127.0.0.1:9/services/***');
+    expect(JSON.stringify(h.logs)).not.toMatch(/XXXXsecretXXXX|T000|B000/);
+  });
+
   it('notify() returns at once and never throws, even while the receiver hangs', async () => {
     const h = harness(undefined, hang);
     await h.notifier.start();
