@@ -130,7 +130,7 @@ export class Daemon implements Runnable {
           // A standby is ready once it can reach both engines. It reports the
           // rows by status (one query) and no drift: it does not sweep.
           const [counts] = await Promise.all([database.store.countByStatus(), this.runtime.ping()]);
-          this.metrics.clearDrift();
+          this.metrics.setDrift({});
           this.metrics.setDeploymentCounts(counts);
           this.resolveFirstSweep();
           ctx.logger.debug('not leader; sweep skipped');

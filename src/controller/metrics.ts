@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { DRIFT_KINDS } from '../reconcilers/plan.js';
+import { DRIFT_KINDS, type Drift } from '../reconcilers/plan.js';
 import { DEPLOYMENT_STATUSES, type DeploymentStatus } from '../types.js';
 import { NOTIFICATION_EVENTS, NOTIFICATION_RESULTS } from './notifications.js';
 
@@ -104,13 +104,16 @@ export class Metrics {
         this.registry.removeSingleMetric(name);
       }
     }
-    this.clearDrift();
+    this.setDrift({});
     this.leader.set(0);
   }
 
-  /** Drift back to 0 for every kind: at start, and on a follower, whose last sweep as leader is no longer news. */
-  clearDrift(): void {
-    for (const kind of DRIFT_KINDS) this.drift.set({ kind }, 0);
+  /**
+   * `deployer_drift` from a sweep's count; kinds not given read 0 (`{}` at
+   * start, and on a follower, whose last sweep as leader is no longer news).
+   */
+  setDrift(drift: Partial<Drift>): void {
+    for (const kind of DRIFT_KINDS) this.drift.set({ kind }, drift[kind] ?? 0);
   }
 
   /** `deployer_deployments` from a count by status; statuses with no rows read 0. */

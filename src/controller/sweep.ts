@@ -90,7 +90,7 @@ export class Sweeper {
     const { metrics } = this.deps;
     const snapshot = await this.snapshot(options.signal);
     const plan = planSweep(snapshot, this.deps.policy);
-    for (const [kind, value] of Object.entries(plan.drift)) metrics.drift.set({ kind }, value);
+    metrics.setDrift(plan.drift);
     if (plan.guard) {
       metrics.guardTrips.inc();
       this.deps.notify?.('guard_tripped', null, plan.guard.reason);
