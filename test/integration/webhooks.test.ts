@@ -11,6 +11,7 @@ import {
   type NotifierOptions,
 } from '../../src/controller/notifications.js';
 import { freePort, waitFor } from '../support/processes.js';
+import { LogCapture, metricValue } from '../support/seed.js';
 
 /**
  * Webhook delivery against real HTTP receivers on 127.0.0.1: what an operator's
@@ -96,15 +97,6 @@ class Receiver {
   }
 }
 
-interface LogLine {
-  level: string;
-  msg: string;
-  url?: string;
-  event?: string;
-  attempts?: number;
-  lastError?: string;
-}
-
 const receivers: Receiver[] = [];
 const notifiers: Notifier[] = [];
 
@@ -120,8 +112,8 @@ async function receiver(secret = SECRET): Promise<Receiver> {
 }
 
 function notifier(hooks: Record<string, unknown>[], options: Partial<NotifierOptions> = {}) {
-  const logs: LogLine[] = [];
-  const logger = createLogger('debug', { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) });
+  const log = new LogCapture();
+  const logger = createLogger('debug', log);
   const metrics = new Metrics({ processMetrics: false });
   const n = new Notifier(notificationsSchema.parse({ webhooks: hooks }).webhooks, {
     logger,
@@ -130,11 +122,8 @@ function notifier(hooks: Record<string, unknown>[], options: Partial<NotifierOpt
     ...options,
   });
   notifiers.push(n);
-  const count = async (event: string, result: string): Promise<number> => {
-    const metric = await metrics.registry.getSingleMetric('deployer_notifications_total')?.get();
-    return metric?.values.find((v) => v.labels.event === event && v.labels.result === result)?.value ?? 0;
-  };
-  return { notifier: n, logs, metrics, count };
+  const count = (event: string, result: string) => metricValue(metrics, 'deployer_notifications_total', { event, result });
+  return { notifier: n, logs: log.lines, metrics, count };
 }
 
 describe('webhooks (real HTTP receiver on 127.0.0.1)', () => {

@@ -15,19 +15,7 @@ import {
   type NotifierOptions,
 } from '../../src/controller/notifications.js';
 import { InputError } from '../../src/yaml-source.js';
-
-/** A log line as pino writes it. */
-interface LogLine {
-  level: string;
-  msg: string;
-  url?: string;
-  event?: string;
-  attempts?: number;
-  lastError?: string;
-  reason?: string;
-  dropped?: number;
-  err?: { message: string };
-}
+import { LogCapture, metricValue, type LogLine } from '../support/seed.js';
 
 /** One call to the fake fetch. */
 interface Call {
@@ -94,8 +82,8 @@ function harness(
   answer?: Answer,
   options: Partial<NotifierOptions> = {},
 ): Harness {
-  const logs: LogLine[] = [];
-  const logger = createLogger('debug', { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) });
+  const log = new LogCapture();
+  const logger = createLogger('debug', log);
   const metrics = new Metrics({ processMetrics: false });
   const { fetchImpl, calls } = fakeFetch(answer);
   const notifier = new Notifier(webhooks(...hooks), {
@@ -107,18 +95,11 @@ function harness(
     ...options,
   });
   notifiers.push(notifier);
-  return { notifier, metrics, logs, calls };
+  return { notifier, metrics, logs: log.lines, calls };
 }
 
-async function count(metrics: Metrics, event: string, result: string): Promise<number> {
-  const metric = await metrics.registry.getSingleMetric('deployer_notifications_total')?.get();
-  return metric?.values.find((v) => v.labels.event === event && v.labels.result === result)?.value ?? 0;
-}
-
-async function queueDepth(metrics: Metrics): Promise<number | undefined> {
-  const metric = await metrics.registry.getSingleMetric('deployer_notifications_queue_depth')?.get();
-  return metric?.values[0]?.value;
-}
+const count = (metrics: Metrics, event: string, result: string) => metricValue(metrics, 'deployer_notifications_total', { event, result });
+const queueDepth = (metrics: Metrics) => metricValue(metrics, 'deployer_notifications_queue_depth');
 
 /** Runs due timers and pending promise callbacks without moving the fake clock on. */
 const flush = () => vi.advanceTimersByTimeAsync(0);
